@@ -1,0 +1,59 @@
+"""The tutorial's vllm_model.py: offline inference with `LLM` + `SamplingParams`, thinking on and
+off, each with Qwen3's recommended sampling. Uses the downloaded model from the settings.
+
+    python -m scripts.offline_infer ["your prompt"]
+"""
+
+from __future__ import annotations
+
+import sys
+
+from scripts import manifest
+from scripts.settings import SettingsError, load
+
+# Qwen3's recommended sampling (the tutorial's comments): thinking vs non-thinking mode
+SAMPLING = {
+    True: {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0},
+    False: {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "min_p": 0.0},
+}
+STOP_TOKEN_IDS = [151645, 151643]  # <|im_end|>, <|endoftext|>
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    prompt = argv[0] if argv else "我想问你，5的阶乘是多少？"
+    try:
+        s = load()
+        if s.load_format != "dummy":
+            manifest.require_complete(s.model_path)
+    except (SettingsError, manifest.NotReady) as e:
+        print(f"offline_infer: {e}", file=sys.stderr)
+        return 2
+    from vllm import LLM, SamplingParams
+
+    dtype = "float32" if s.device == "cpu" and s.dtype == "auto" else s.dtype
+    llm = LLM(
+        model=str(s.model_path),
+        max_model_len=s.max_model_len,
+        dtype=dtype,
+        gpu_memory_utilization=s.gpu_memory_utilization,
+        tensor_parallel_size=s.tensor_parallel_size,
+        load_format=s.load_format,
+    )
+    tokenizer = llm.get_tokenizer()
+    for thinking in (True, False):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}],
+            tokenize=False,
+            add_generation_prompt=True,
+            enable_thinking=thinking,
+        )
+        params = SamplingParams(**SAMPLING[thinking], max_tokens=4096, stop_token_ids=STOP_TOKEN_IDS)
+        for out in llm.generate([text], params):
+            print(f"[enable_thinking={thinking}] Prompt: {out.prompt!r}")
+            print(f"[enable_thinking={thinking}] Response: {out.outputs[0].text!r}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

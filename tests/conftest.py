@@ -1,0 +1,119 @@
+"""Shared fixtures: stand-in models, the fake ModelScope hub, and one real CPU vLLM server per
+test session (fake hub -> scripts.download -> scripts.serve)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures import standins
+from tests.fixtures.fakehub import FakeHub
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_ID = "Qwen/Qwen3-8B"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_env(**extra: str) -> dict[str, str]:
+    """Settings for a CPU run of the bundle's scripts (what compose.cpu.yaml sets)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELSCOPE_", "HF_"))}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        SERVE_DEVICE="cpu",
+        GPU_MEMORY_UTILIZATION="0.3",  # on CPU: the share of RAM vLLM may take
+        VLLM_CPU_KVCACHE_SPACE="1",
+        MODEL_ID=MODEL_ID,
+        NO_PROXY="127.0.0.1,localhost",
+        HF_HUB_OFFLINE="1",
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def scripted_model() -> Path:
+    t0 = time.monotonic()
+    path = standins.ensure("scripted")
+    print(f"\nstand-in scripted ready in {time.monotonic() - t0:.1f}s: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def hub(scripted_model):
+    with FakeHub({MODEL_ID: scripted_model}) as h:
+        yield h
+
+
+def run_download(models_dir: Path, hub_url: str, **extra: str) -> subprocess.CompletedProcess:
+    env = cpu_env(MODELS_DIR=str(models_dir), MODELSCOPE_ENDPOINT=hub_url, **extra)
+    return subprocess.run(
+        [sys.executable, "-m", "scripts.download"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def served_models(tmp_path_factory, hub) -> Path:
+    models = tmp_path_factory.mktemp("models")
+    r = run_download(models, hub.url)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return models
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory, served_models, request):
+    """The real vLLM OpenAI server (CPU build) on the scripted stand-in, with an API key."""
+    work = tmp_path_factory.mktemp("server")
+    key_file = work / "api_key"
+    key_file.write_text(secrets.token_hex(16))
+    port = free_port()
+    log = work / "vllm.log"
+    env = cpu_env(
+        MODELS_DIR=str(served_models),
+        SERVE_HOST="127.0.0.1",
+        SERVE_PORT=str(port),
+        API_KEY_FILE=str(key_file),
+    )
+    t0 = time.monotonic()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scripts.serve"], env=env, cwd=ROOT,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vLLM exited with {proc.returncode}:\n{log.read_text()[-5000:]}")
+            if time.monotonic() - t0 > 600:
+                pytest.fail(f"vLLM not ready in 600s:\n{log.read_text()[-5000:]}")
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+        print(f"\nCPU vLLM server ready in {time.monotonic() - t0:.1f}s at {base}")
+        yield {"base_url": base, "key_file": key_file, "key": key_file.read_text(), "log": log}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if request.session.testsfailed:
+            print(f"\n--- vLLM server log (tail) ---\n{log.read_text(errors='replace')[-6000:]}")

@@ -1,0 +1,72 @@
+"""The stand-in models: a faithful next-token machine, and Qwen3-8B's exact shape."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.fixtures import standins
+from tests.fixtures.qwen3_tokenizer import IM_END, build_tokenizer
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_repeated_token_is_refused_with_the_reason():
+    with pytest.raises(standins.SpecError, match=r"repeats token .* every token occurs once"):
+        standins.successor_map(build_tokenizer(), [("\n", "1212")])
+
+
+def test_conflicting_successors_are_refused():
+    with pytest.raises(standins.SpecError, match="in one script and by"):
+        standins.successor_map(build_tokenizer(), [("\n", "x y"), ("\n\n", "x z")])
+
+
+def test_multi_token_context_is_refused():
+    with pytest.raises(standins.SpecError, match="exactly one token"):
+        standins.successor_map(build_tokenizer(), [("hello world", "x")])
+
+
+def test_scripted_model_generates_the_tutorial_answer(scripted_model):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(scripted_model)
+    model = AutoModelForCausalLM.from_pretrained(scripted_model, dtype=torch.float32)
+    msgs = [{"role": "user", "content": "我想问你，5的阶乘是多少？"}]
+
+    def gen(thinking, **sampling):
+        ids = tok.apply_chat_template(msgs, add_generation_prompt=True, enable_thinking=thinking,
+                                      return_tensors="pt", return_dict=True)  # fmt: skip
+        out = model.generate(**ids, max_new_tokens=64, **sampling)
+        return tok.decode(out[0][ids["input_ids"].shape[1] :])
+
+    greedy = gen(True, do_sample=False)
+    assert greedy == f"<think>{standins.REASONING}</think>\n\n5! = 120<|im_end|>"
+    torch.manual_seed(1)
+    sampled = gen(True, do_sample=True, temperature=0.6, top_p=0.95, top_k=20, min_p=0.0)
+    assert sampled == greedy
+    assert gen(False, do_sample=False) == "5! = 120<|im_end|>"
+    hello = tok("Hello there", return_tensors="pt")
+    out = model.generate(**hello, max_new_tokens=8, do_sample=False)
+    assert out[0][hello["input_ids"].shape[1] :].tolist() == [IM_END]
+
+
+def test_shape_standin_is_qwen3_8b(tmp_path):
+    standins.build_shape(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    # transformers 5 writes rope_theta inside rope_parameters
+    cfg.setdefault("rope_theta", cfg.get("rope_parameters", {}).get("rope_theta"))
+    assert {k: cfg[k] for k in ("num_hidden_layers", "hidden_size", "intermediate_size",
+                                 "num_attention_heads", "num_key_value_heads", "head_dim",
+                                 "vocab_size", "max_position_embeddings", "rope_theta",
+                                 "tie_word_embeddings")} == {
+        "num_hidden_layers": 36, "hidden_size": 4096, "intermediate_size": 12288,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+        "vocab_size": 151936, "max_position_embeddings": 40960, "rope_theta": 1000000,
+        "tie_word_embeddings": False,
+    }  # fmt: skip
+    assert cfg["dtype"] == "bfloat16" and int(cfg["transformers_version"].split(".")[0]) >= 5
+    assert not list(tmp_path.glob("*.safetensors"))
+    gen = json.loads((tmp_path / "generation_config.json").read_text())
+    assert gen["eos_token_id"] == [151645, 151643] and gen["temperature"] == 0.6
