@@ -271,7 +271,10 @@ def run(s: Settings) -> str:
         source=s.model_source,
     )
     secs = time.monotonic() - t0
-    return f"{s.model_id}: {len(todo)} files fetched, {len(remote)} verified ({gb(total)}) in {secs:.1f}s"
+    return (
+        f"{s.model_id}: {len(todo)} files fetched, {len(remote)} verified ({gb(total)}) "
+        f"in {secs:.1f}s"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
             add_generation_prompt=True,
             enable_thinking=thinking,
         )
-        params = SamplingParams(**SAMPLING[thinking], max_tokens=4096, stop_token_ids=STOP_TOKEN_IDS)
+        params = SamplingParams(
+            **SAMPLING[thinking], max_tokens=4096, stop_token_ids=STOP_TOKEN_IDS
+        )
         for out in llm.generate([text], params):
             print(f"[enable_thinking={thinking}] Prompt: {out.prompt!r}")
             print(f"[enable_thinking={thinking}] Response: {out.outputs[0].text!r}", flush=True)

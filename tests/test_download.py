@@ -119,7 +119,12 @@ def test_serve_refuses_an_incomplete_download(tmp_path, served_models):
     copy = tmp_path / "copy"
     shutil.copytree(served_models, copy)
     (copy / MODEL_ID / manifest.NAME).unlink()
-    r = subprocess.run([sys.executable, "-m", "scripts.serve", "--print"], cwd=ROOT,
-                       env=cpu_env(MODELS_DIR=str(copy)), capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "scripts.serve", "--print"],
+        cwd=ROOT,
+        env=cpu_env(MODELS_DIR=str(copy)),
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2
     assert "no completed download" in r.stderr and "docker compose run --rm download" in r.stderr

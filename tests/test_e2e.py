@@ -17,10 +17,15 @@ PATH = f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}"
 
 
 def test_smoke_suite_passes_with_key(vllm_server):
-    env = {**os.environ, "PATH": PATH, "SMOKE_BASE_URL": vllm_server["base_url"],
-           "SMOKE_API_KEY_FILE": str(vllm_server["key_file"])}  # fmt: skip
-    r = subprocess.run(["bash", "smoke/run", "-v"], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=600)  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": PATH,
+        "SMOKE_BASE_URL": vllm_server["base_url"],
+        "SMOKE_API_KEY_FILE": str(vllm_server["key_file"]),
+    }
+    r = subprocess.run(
+        ["bash", "smoke/run", "-v"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     print(r.stdout[-4000:])
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "smoke.sh: 13 checks passed" in r.stdout
@@ -28,11 +33,16 @@ def test_smoke_suite_passes_with_key(vllm_server):
 
 
 def test_smoke_suite_fails_against_a_wrong_model_name(vllm_server):
-    env = {**os.environ, "PATH": PATH, "SMOKE_BASE_URL": vllm_server["base_url"],
-           "SMOKE_MODEL": "Qwen3-8B-x",
-           "SMOKE_API_KEY_FILE": str(vllm_server["key_file"])}  # fmt: skip
-    r = subprocess.run(["bash", "smoke/smoke.sh"], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=120)  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": PATH,
+        "SMOKE_BASE_URL": vllm_server["base_url"],
+        "SMOKE_MODEL": "Qwen3-8B-x",
+        "SMOKE_API_KEY_FILE": str(vllm_server["key_file"]),
+    }
+    r = subprocess.run(
+        ["bash", "smoke/smoke.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode != 0 and "FAIL GET /v1/models lists Qwen3-8B-x" in r.stderr
 
 
@@ -43,8 +53,14 @@ def test_api_key_never_on_the_command_line(vllm_server):
 
 def test_offline_infer_prints_both_modes(served_models):
     env = cpu_env(MODELS_DIR=str(served_models))
-    r = subprocess.run([sys.executable, "-m", "scripts.offline_infer"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "scripts.offline_infer"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-4000:]
     think = [ln for ln in r.stdout.splitlines() if ln.startswith("[enable_thinking=True]")]
     plain = [ln for ln in r.stdout.splitlines() if ln.startswith("[enable_thinking=False]")]

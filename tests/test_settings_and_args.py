@@ -17,7 +17,11 @@ from tests.conftest import ROOT, cpu_env
 @pytest.mark.unit
 def test_defaults_serve_the_tutorial_model():
     s = load({})
-    assert (s.model_id, s.model_revision, s.model_source) == ("Qwen/Qwen3-8B", "master", "modelscope")
+    assert (s.model_id, s.model_revision, s.model_source) == (
+        "Qwen/Qwen3-8B",
+        "master",
+        "modelscope",
+    )
     assert (s.served_model_name, s.max_model_len, s.reasoning_parser) == ("Qwen3-8B", 8192, "qwen3")
     args = build_args(s)
     pairs = dict(zip(args[::2], args[1::2], strict=False))
@@ -41,7 +45,7 @@ def test_defaults_serve_the_tutorial_model():
         ({"MODEL_ID": "../etc"}, "MODEL_ID='../etc' must look like OWNER/NAME"),
         ({"SERVE_PROFILE": "fast"}, "SERVE_PROFILE='fast' must be one of plain, default"),
         ({"MODELS_DIR": "models"}, "MODELS_DIR='models' must be an absolute path"),
-        ({"SERVE_EXTRA_ARGS": "--x 'open"}, "SERVE_EXTRA_ARGS=\"--x 'open\" is not valid"),
+        ({"SERVE_EXTRA_ARGS": "--x 'open"}, 'SERVE_EXTRA_ARGS="--x \'open" is not valid'),
     ],
 )
 def test_bad_values_name_the_setting_and_the_fix(env, needle):
@@ -89,8 +93,14 @@ def test_command_uses_module_entry_without_a_vllm_distribution():
 
 @pytest.mark.e2e
 def test_installed_vllm_parser_accepts_every_profile():
-    r = subprocess.run([sys.executable, "-m", "tests.check_vllm_args"], cwd=ROOT, env=cpu_env(),
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "tests.check_vllm_args"],
+        cwd=ROOT,
+        env=cpu_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     report = json.loads(r.stdout.strip().splitlines()[-1])
     assert report["refused"] == {} and report["accepted"] == 9

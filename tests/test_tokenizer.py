@@ -47,7 +47,10 @@ def test_chat_template_thinking_switch_and_history(tok):
     msgs = [{"role": "user", "content": "你是谁？"}]
     off = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True,
                                   enable_thinking=False)  # fmt: skip
-    assert off == "<|im_start|>user\n你是谁？<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    assert (
+        off
+        == "<|im_start|>user\n你是谁？<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    )
     on = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     assert on.endswith("<|im_start|>assistant\n")
     history = [

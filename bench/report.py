@@ -1,0 +1,175 @@
+"""Turn a folder of bench.run results into plots and a Markdown report with the goals checked.
+
+    python -m bench.report bench/results/2026-11-24-h100 [--baseline baseline]
+
+Writes throughput.png, tpot.png and REPORT.md into the folder. Goals (issue "Prove it on an
+H100"): default >= 1.15x the baseline's output tok/s at C=64 with p99 TPOT no worse; fp8
+single-stream >= 1.6x the bf16 baseline; single-stream bf16 TPOT within 1.25x of the bandwidth
+floor; warm time to ready <= 0.3x cold. A missed goal is reported with its shortfall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+WEIGHTS_GB = 16.4  # Qwen3-8B bf16 weights
+HBM_TBPS = 3.35  # H100 SXM HBM3
+
+
+def load(folder: Path) -> dict[str, dict]:
+    runs = {}
+    for path in sorted(folder.glob("*.json")):
+        record = json.loads(path.read_text())
+        if record.get("results"):
+            runs[record["label"]] = record
+    return runs
+
+
+def metric(run: dict, c: int, key: str) -> float | None:
+    r = run["results"].get(str(c))
+    return None if r is None else r.get(key)
+
+
+def goals(runs: dict[str, dict], base: str) -> list[tuple[str, str, bool | None]]:
+    """(goal, measured, met) rows; met is None where a run is missing."""
+    out: list[tuple[str, str, bool | None]] = []
+    b = runs.get(base)
+    d = runs.get("default")
+    f = runs.get("fp8")
+    if b and d:
+        ratio = metric(d, 64, "output_throughput") / metric(b, 64, "output_throughput")
+        p99d, p99b = metric(d, 64, "p99_tpot_ms"), metric(b, 64, "p99_tpot_ms")
+        out.append(("default >= 1.15x baseline tok/s at C=64", f"{ratio:.3f}x", ratio >= 1.15))
+        out.append(
+            ("default p99 TPOT at C=64 no worse", f"{p99d:.2f} vs {p99b:.2f} ms", p99d <= p99b)
+        )
+    if b and f:
+        ratio = metric(f, 1, "output_throughput") / metric(b, 1, "output_throughput")
+        out.append(("fp8 single-stream >= 1.6x bf16 baseline", f"{ratio:.3f}x", ratio >= 1.6))
+    if b:
+        floor = WEIGHTS_GB / HBM_TBPS  # GB / (TB/s) = ms
+        tpot = min(
+            metric(r, 1, "median_tpot_ms")
+            for k, r in runs.items()
+            if k in (base, "default", "latency", "plain") and metric(r, 1, "median_tpot_ms")
+        )
+        out.append(
+            (
+                f"bf16 single-stream TPOT <= 1.25x floor ({floor:.2f} ms)",
+                f"{tpot:.2f} ms = {tpot / floor:.2f}x",
+                tpot <= 1.25 * floor,
+            )
+        )
+    for name, r in runs.items():
+        if r.get("warm_ready_s") and r.get("ready_s"):
+            ratio = r["warm_ready_s"] / r["ready_s"]
+            out.append(
+                (
+                    f"{name}: warm ready <= 0.3x cold",
+                    f"{r['warm_ready_s']:.0f}s / {r['ready_s']:.0f}s = {ratio:.2f}x",
+                    ratio <= 0.3,
+                )
+            )
+    return out
+
+
+def plot(runs: dict[str, dict], folder: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for key, ylabel, name in (
+        ("output_throughput", "output tokens/s", "throughput.png"),
+        ("median_tpot_ms", "TPOT p50 (ms); dashed: p99", "tpot.png"),
+    ):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for label, r in runs.items():
+            cs = sorted(int(c) for c in r["results"])
+            line = ax.plot(cs, [metric(r, c, key) for c in cs], marker="o", label=label)[0]
+            if key == "median_tpot_ms":
+                ax.plot(
+                    cs, [metric(r, c, "p99_tpot_ms") for c in cs], ls="--", color=line.get_color()
+                )
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent requests (1000 in / 500 out)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.set_title(f"Qwen3-8B shape, vLLM {next(iter(runs.values()))['vllm']}")
+        fig.tight_layout()
+        fig.savefig(folder / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+    return written
+
+
+def markdown(runs: dict[str, dict], rows, images: list[str]) -> str:
+    cs = sorted({int(c) for r in runs.values() for c in r["results"]})
+    lines = [
+        "# Benchmark report",
+        "",
+        "Random data, 1000 tokens in / 500 out, EOS ignored (`vllm bench serve`).",
+        "",
+        "## Output tokens/s",
+        "",
+        "| profile | ready (cold) | warm ready | " + " | ".join(f"C={c}" for c in cs) + " |",
+        "|---|---|---|" + "---|" * len(cs),
+    ]
+    for label, r in runs.items():
+        cells = [
+            f"{metric(r, c, 'output_throughput'):.0f}" if metric(r, c, "output_throughput") else ""
+            for c in cs
+        ]
+        ready = f"{r['ready_s']:.0f}s" if r.get("ready_s") else ""
+        warm = f"{r['warm_ready_s']:.0f}s" if r.get("warm_ready_s") else ""
+        lines.append(f"| {label} | {ready} | {warm} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## TPOT p50 / p99 (ms)",
+        "",
+        "| profile | " + " | ".join(f"C={c}" for c in cs) + " |",
+        "|---|" + "---|" * len(cs),
+    ]
+    for label, r in runs.items():
+        cells = [
+            f"{metric(r, c, 'median_tpot_ms'):.2f} / {metric(r, c, 'p99_tpot_ms'):.2f}"
+            if metric(r, c, "median_tpot_ms")
+            else ""
+            for c in cs
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "## Goals", "", "| goal | measured | met |", "|---|---|---|"]
+    for goal, measured, met in rows:
+        lines.append(f"| {goal} | {measured} | {'yes' if met else 'NO'} |")
+    lines += [""] + [f"![{i}]({i})" for i in images] + [""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--baseline", default="baseline")
+    ap.add_argument("--no-plots", action="store_true")
+    a = ap.parse_args(argv)
+    runs = load(a.folder)
+    if a.baseline not in runs:
+        ap.error(f"no run labelled {a.baseline!r} in {a.folder}")
+    rows = goals(runs, a.baseline)
+    images = [] if a.no_plots else plot(runs, a.folder)
+    intro = a.folder / "NOTES.md"
+    text = markdown(runs, rows, images)
+    if intro.exists():
+        text = intro.read_text().rstrip() + "\n\n" + text
+    (a.folder / "REPORT.md").write_text(text)
+    for goal, measured, met in rows:
+        print(f"{'met ' if met else 'MISS'}  {goal}: {measured}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
