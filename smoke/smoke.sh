@@ -29,11 +29,10 @@ request() {
 
 # check NAME PYTHON-EXPR: evaluates the expression with `r` bound to the JSON body
 check() {
-  if python3 - "$tmp/body" "$2" "$answers" <<'PY'
+  if python3 - "$tmp/body" "$2" <<'PY'
 import json, sys
 body = open(sys.argv[1], encoding="utf-8").read()
 r = json.loads(body) if body.lstrip().startswith(("{", "[")) else body
-answers = sys.argv[3] == "1"
 def msg(r): return r["choices"][0]["message"]
 def reasoning(m): return m.get("reasoning") or m.get("reasoning_content")
 ok = eval(sys.argv[2])
@@ -44,6 +43,11 @@ PY
   then echo "ok   $1"; passed=$((passed + 1))
   else echo "FAIL $1: expected $2" >&2; exit 1
   fi
+}
+
+# check_answer NAME PYTHON-EXPR: an answer-text check, skipped for dummy weights
+check_answer() {
+  if [[ $answers == 1 ]]; then check "$1" "$2"; else echo "skip $1 (SMOKE_CHECK_ANSWERS=0)"; fi
 }
 
 status=$(request GET /health)
@@ -58,18 +62,18 @@ prompt='我想问你，5的阶乘是多少？<think>\n'
 status=$(request POST /v1/completions "{\"model\": \"$model\", \"prompt\": \"$prompt\", \"max_tokens\": $short, \"temperature\": 0}")
 [[ $status == 200 ]] || { echo "FAIL completions answered $status" >&2; cat "$tmp/body" >&2; exit 1; }
 check "completions: tutorial prompt is 12 tokens" "r['usage']['prompt_tokens'] == 12 and r['usage']['completion_tokens'] > 0"
-check "completions: the answer says 120" "not answers or '120' in r['choices'][0]['text']"
+check_answer "completions: the answer says 120" "'120' in r['choices'][0]['text']"
 
 status=$(request POST /v1/chat/completions "{\"model\": \"$model\", \"messages\": [{\"role\": \"user\", \"content\": \"$prompt\"}], \"max_tokens\": $long}")
 [[ $status == 200 ]] || { echo "FAIL chat answered $status" >&2; cat "$tmp/body" >&2; exit 1; }
 check "chat (thinking): prompt is 20 tokens" "r['usage']['prompt_tokens'] == 20"
-check "chat (thinking): reasoning separated from content" "not answers or (reasoning(msg(r)) and '</think>' not in (msg(r)['content'] or ''))"
-check "chat (thinking): the answer says 120" "not answers or '120' in msg(r)['content']"
+check_answer "chat (thinking): reasoning separated from content" "reasoning(msg(r)) and '</think>' not in (msg(r)['content'] or '')"
+check_answer "chat (thinking): the answer says 120" "'120' in msg(r)['content']"
 
 status=$(request POST /v1/chat/completions "{\"model\": \"$model\", \"messages\": [{\"role\": \"user\", \"content\": \"$prompt\"}], \"max_tokens\": $short, \"temperature\": 0.7, \"top_p\": 0.8, \"chat_template_kwargs\": {\"enable_thinking\": false}}")
 [[ $status == 200 ]] || { echo "FAIL chat (no thinking) answered $status" >&2; cat "$tmp/body" >&2; exit 1; }
 check "chat (no thinking): no reasoning" "not reasoning(msg(r))"
-check "chat (no thinking): the answer says 120" "not answers or '120' in msg(r)['content']"
+check_answer "chat (no thinking): the answer says 120" "'120' in msg(r)['content']"
 
 status=$(request POST /v1/chat/completions "{\"model\": \"$model\", \"messages\": [{\"role\": \"user\", \"content\": \"什么是深度学习？\"}], \"max_tokens\": 16}")
 [[ $status == 200 ]] || { echo "FAIL chat answered $status" >&2; exit 1; }

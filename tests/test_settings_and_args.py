@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +106,34 @@ def test_installed_vllm_parser_accepts_every_profile():
     report = json.loads(r.stdout.strip().splitlines()[-1])
     assert report["refused"] == {} and report["accepted"] == 9
     print(f"\nvLLM {report['vllm']} accepted {report['accepted']} argument lists")
+
+
+def track_pins() -> list[str]:
+    """The vLLM versions the GPU tracks pin (requirements/track-*.txt)."""
+    pins = []
+    for req in sorted((ROOT / "requirements").glob("track-*.txt")):
+        pins += [ln.split("==")[1].strip() for ln in req.read_text().splitlines()
+                 if ln.startswith("vllm==")]  # fmt: skip
+    return pins
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("version", track_pins())
+def test_gpu_track_vllm_parser_accepts_every_profile(version, tmp_path_factory):
+    """The GPU wheel's own parser, imported on this CPU-only machine (told it is on the CPU
+    platform: parsing only). Its Python code runs on the test venv's torch."""
+    import os
+
+    cache = Path(os.environ.get("QVS_CACHE", tmp_path_factory.mktemp("cache"))) / "parsers"
+    site = cache / f"vllm-{version}"
+    if not (site / ".complete").exists():
+        pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site)]
+        subprocess.run([*pip, f"vllm=={version}", "gguf"], check=True, timeout=900)
+        (site / ".complete").touch()
+    env = cpu_env(PYTHONPATH=f"{site}:{ROOT}")
+    r = subprocess.run([sys.executable, "-m", "tests.check_vllm_args"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert report["vllm"] == version and report["refused"] == {} and report["accepted"] == 9
+    print(f"\nvLLM {version} (GPU track) accepted {report['accepted']} argument lists")
