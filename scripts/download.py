@@ -55,12 +55,48 @@ def matches(local: Path, rf: RemoteFile, sha256: str | None) -> bool:
     return local.stat().st_size == rf.size
 
 
-class ModelScope:
-    name = "ModelScope"
+class Hub:
+    """One model hub: list the repo's files with their hashes, fetch some of them."""
+
+    name = ""
+    pattern_arg = ""  # the snapshot_download argument that limits it to some files
 
     def __init__(self, s: Settings):
         self.s = s
+
+    def _translate(self, e: Exception) -> Exception:
+        return e
+
+    def _call(self, fn, *args, **kwargs):
+        """Call the hub client; its errors become one-line DownloadErrors where we know them."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            raise self._translate(e) from e
+
+    def fetch(self, paths: list[str], target: Path) -> None:
+        self._call(
+            self.snapshot_download(),
+            self.s.model_id,
+            revision=self.s.model_revision,
+            local_dir=str(target),
+            **{self.pattern_arg: paths},
+        )
+
+
+class ModelScope(Hub):
+    name = "ModelScope"
+    pattern_arg = "allow_file_pattern"
+
+    def __init__(self, s: Settings):
+        super().__init__(s)
         os.environ.setdefault("MODELSCOPE_CACHE", str(s.models_dir / ".modelscope"))
+
+    @staticmethod
+    def snapshot_download():
+        from modelscope import snapshot_download
+
+        return snapshot_download
 
     @property
     def endpoint(self) -> str:
@@ -95,33 +131,25 @@ class ModelScope:
     def list_files(self) -> list[RemoteFile]:
         from modelscope_hub.api import HubApi
 
-        try:
-            files = HubApi().list_repo_files(
-                self.s.model_id, "model", revision=self.s.model_revision, recursive=True
-            )
-        except Exception as e:
-            raise self._translate(e) from e
+        files = self._call(
+            HubApi().list_repo_files,
+            self.s.model_id,
+            "model",
+            revision=self.s.model_revision,
+            recursive=True,
+        )
         return [RemoteFile(f.path, f.size, sha256=f.sha256) for f in files if not f.is_dir]
 
-    def fetch(self, paths: list[str], target: Path) -> None:
-        from modelscope import snapshot_download
 
-        try:
-            snapshot_download(
-                self.s.model_id,
-                revision=self.s.model_revision,
-                local_dir=str(target),
-                allow_file_pattern=paths,
-            )
-        except Exception as e:
-            raise self._translate(e) from e
-
-
-class HuggingFace:
+class HuggingFace(Hub):
     name = "Hugging Face"
+    pattern_arg = "allow_patterns"
 
-    def __init__(self, s: Settings):
-        self.s = s
+    @staticmethod
+    def snapshot_download():
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download
 
     @property
     def endpoint(self) -> str:
@@ -147,12 +175,9 @@ class HuggingFace:
     def list_files(self) -> list[RemoteFile]:
         from huggingface_hub import HfApi
 
-        try:
-            info = HfApi().model_info(
-                self.s.model_id, revision=self.s.model_revision, files_metadata=True
-            )
-        except Exception as e:
-            raise self._translate(e) from e
+        info = self._call(
+            HfApi().model_info, self.s.model_id, revision=self.s.model_revision, files_metadata=True
+        )
         out = []
         for f in info.siblings or []:
             lfs = f.lfs
@@ -165,19 +190,6 @@ class HuggingFace:
                 )
             )
         return out
-
-    def fetch(self, paths: list[str], target: Path) -> None:
-        from huggingface_hub import snapshot_download
-
-        try:
-            snapshot_download(
-                self.s.model_id,
-                revision=self.s.model_revision,
-                local_dir=str(target),
-                allow_patterns=paths,
-            )
-        except Exception as e:
-            raise self._translate(e) from e
 
 
 SOURCES = {"modelscope": ModelScope, "huggingface": HuggingFace}
