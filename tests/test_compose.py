@@ -241,7 +241,7 @@ def host_override(work: Path) -> list[str]:
 
 def phase(name: str, cmd: list[str], timeout: int, env=None) -> float:
     t0 = time.monotonic()
-    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"qvs-{name.replace(' ', '-')}.log"
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"qvs-{name.replace(' ', '-')}-{os.getpid()}.log"
     with open(log, "w") as out:
         r = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                            timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
@@ -250,7 +250,9 @@ def phase(name: str, cmd: list[str], timeout: int, env=None) -> float:
     tail = "\n".join(ln for ln in text.splitlines() if "Sending build context" not in ln)[-1500:]
     if r.returncode != 0:
         pytest.fail(f"{name} failed (rc {r.returncode}) after {secs:.0f}s; log {log}:\n{tail}")
-    summary = [ln for ln in tail.splitlines() if ln.strip()][-1:] or [""]
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    key = [ln for ln in lines if re.search(r"Successfully tagged|build-\w+\.sh: ", ln)]
+    summary = (key or lines)[-1:] or [""]
     print(f"\n[phase] {name}: {secs:.1f}s  ({summary[0].strip()[:160]})")
     return secs
 
