@@ -24,10 +24,17 @@ FROM ${BASE_IMAGE}
 ARG TRACK=cu124
 ARG VERSION=0.1.0
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# Run time needs Python, curl (healthcheck) and, for Triton's JIT-built kernel launchers, a C
+# compiler and Python.h; only what the base image lacks is installed.
 # hadolint ignore=DL3008
-RUN if ! python3 -c "import venv" 2>/dev/null || ! command -v curl >/dev/null; then \
-      apt-get update && apt-get install -y --no-install-recommends python3 python3-venv curl ca-certificates \
-      && rm -rf /var/lib/apt/lists/*; \
+RUN pkgs=(); \
+    python3 -c "import venv" 2>/dev/null || pkgs+=(python3 python3-venv); \
+    command -v curl >/dev/null || pkgs+=(curl ca-certificates); \
+    command -v gcc >/dev/null || pkgs+=(gcc libc6-dev); \
+    python3 -c "import os, sys, sysconfig; sys.exit(not os.path.exists(sysconfig.get_paths()['include'] + '/Python.h'))" 2>/dev/null \
+      || pkgs+=(python3-dev); \
+    if ((${#pkgs[@]})); then \
+      apt-get update && apt-get install -y --no-install-recommends "${pkgs[@]}" && rm -rf /var/lib/apt/lists/*; \
     fi \
     && groupadd --gid 10001 vllm && useradd --uid 10001 --gid 10001 --create-home vllm \
     && mkdir -p /models /cache && chown vllm:vllm /models /cache
