@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ["-f", "compose.yaml", "-f", "compose.cpu.yaml"]
@@ -85,12 +86,6 @@ def install_compose_plugin() -> str:
         plugin.unlink()
     plugin.symlink_to(binaries[0])
     return str(binaries[0])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Stack:
