@@ -8,14 +8,25 @@ missing or different is (re-)fetched by the hub's own client, which resumes cut 
 Only after every file verifies is `.qvs-complete.json` written, and `serve` starts only then.
 A complete volume is a fast no-op: one file list and one hashing pass. With the hub
 unreachable, a complete volume is verified against its record and kept.
+
+Before fetching, the free space of the models volume is checked against what is still to fetch.
+The clients' own progress bars are off (they are `\r` noise in `docker compose` logs); instead,
+every DOWNLOAD_PROGRESS_INTERVAL seconds one line reports files, bytes, rate and ETA, measured
+from the bytes on disk, and a summary line ends the run. Sizes are decimal: 1 MB = 10^6 bytes.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import math
 import os
+import re
+import shutil
 import sys
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +74,11 @@ class Hub:
 
     def __init__(self, s: Settings):
         self.s = s
+        # The clients draw tqdm bars: one line per tick (or `\r` and escape codes) in compose
+        # logs. Progress comes from `Progress` instead. tqdm reads TQDM_* overrides when it is
+        # first imported (tqdm.utils.envwrap), so this must happen before the client imports.
+        os.environ["TQDM_DISABLE"] = "1"
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 
     def _translate(self, e: Exception) -> Exception:
         return e
@@ -100,7 +116,7 @@ class ModelScope(Hub):
 
     @property
     def endpoint(self) -> str:
-        return os.environ.get("MODELSCOPE_ENDPOINT", "https://modelscope.cn")
+        return os.environ.get("MODELSCOPE_ENDPOINT") or "https://www.modelscope.cn"
 
     def _translate(self, e: Exception) -> Exception:
         import requests
@@ -122,7 +138,7 @@ class ModelScope(Hub):
             names = ", ".join(sorted(failed)) or str(e).splitlines()[0]
             return DownloadError(
                 f"{self.name} transfer or integrity check failed after retries for: {names}; "
-                "nothing partial was kept, re-run to resume"
+                "the volume is not marked complete, re-run to resume"
             )
         if isinstance(e, errors.ServerError):
             return DownloadError(f"{self.name} answered with server errors ({e}); try again later")
@@ -195,8 +211,168 @@ class HuggingFace(Hub):
 SOURCES = {"modelscope": ModelScope, "huggingface": HuggingFace}
 
 
-def gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB"
+MARGIN = 1.05  # free space wanted on top of the bytes still to fetch
+
+
+def _unit(n: float) -> tuple[float, str]:
+    for div, name in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if abs(n) >= div:
+            return div, name
+    return 1, "B"
+
+
+def human(n: float) -> str:
+    """Decimal units, as disks are sold: 1 MB = 10^6 bytes, 1 GB = 10^9 bytes."""
+    div, name = _unit(n)
+    return f"{n:.0f} B" if div == 1 else f"{n / div:.1f} {name}"
+
+
+def of(done: float, total: float) -> str:
+    """`7.9/16.4 GB`: both in the unit of the total."""
+    div, name = _unit(total)
+    if div == 1:
+        return f"{done:.0f}/{total:.0f} B"
+    return f"{done / div:.1f}/{total / div:.1f} {name}"
+
+
+def duration(secs: float) -> str:
+    secs = round(secs)
+    if secs < 60:
+        return f"{secs}s"
+    if secs < 3600:
+        return f"{secs // 60}m{secs % 60:02d}s"
+    return f"{secs // 3600}h{secs % 3600 // 60:02d}m"
+
+
+def free_space(path: Path) -> int:
+    """Bytes this process may still write to the filesystem holding `path`."""
+    return shutil.disk_usage(path).free
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # not there (yet), or renamed under us
+        return 0
+
+
+def _hf_short_hash(name: str) -> str:
+    """huggingface_hub._local_folder._short_hash of the file's `.metadata` name."""
+    return base64.urlsafe_b64encode(hashlib.sha1(f"{name}.metadata".encode()).digest()).decode()
+
+
+def partial_bytes(target: Path, rel: str) -> int:
+    """Bytes of `rel` that a hub client holds in its temporary files under `target`.
+
+    ModelScope (modelscope_hub._download) streams into `<file>.incomplete` next to the file, or,
+    for files over MODELSCOPE_DOWNLOAD_PARALLEL_THRESHOLD_MB with parallel workers, into parts
+    `<file>_<start>_<end>` merged into `<file>.parallel_tmp`. Hugging Face (huggingface_hub with
+    local_dir) streams into `.cache/huggingface/download/<dir>/<hash>.<etag>.incomplete`.
+    Both rename the finished, verified file to its final name.
+    """
+    final = target / rel
+    name = final.name
+    total = _size(final.with_name(name + ".incomplete"))
+    part = re.compile(re.escape(name) + r"(_\d+_\d+|\.parallel_tmp)")
+    hf_dir = target / ".cache" / "huggingface" / "download" / Path(rel).parent
+    hf_prefix = _hf_short_hash(name) + "."
+    for folder, keep in (
+        (final.parent, lambda n: part.fullmatch(n)),
+        (hf_dir, lambda n: n.startswith(hf_prefix) and n.endswith(".incomplete")),
+    ):
+        try:
+            names = [e.name for e in os.scandir(folder) if keep(e.name)]
+        except OSError:
+            continue
+        total += sum(_size(folder / n) for n in names)
+    return total
+
+
+def on_disk(target: Path, rf: RemoteFile) -> tuple[int, bool]:
+    """(bytes of `rf` on disk, whether it is finished). The partial files are read first: a
+    rename to the final name between the two looks finished, never empty."""
+    partial = partial_bytes(target, rf.path)
+    if partial:
+        return min(partial, rf.size), False
+    final = target / rf.path
+    if final.is_file() and _size(final) == rf.size:
+        return rf.size, True
+    return 0, False  # not started, or an old copy of another size that will be replaced
+
+
+class Progress:
+    """Every `interval` seconds, one flushed line about the files being fetched, measured on
+    disk (so it works for any client and needs no hook into it):
+
+    download: 2/5 files, 7.9/16.4 GB (48%), 412.0 MB/s, ETA 21s; now model-00003... 1.1/3.9 GB
+
+    The rate is over the last 3 intervals; bytes that were on disk before are not counted in it.
+    """
+
+    def __init__(self, target: Path, files: list[RemoteFile], interval: float, out=None):
+        self.target = target
+        self.files = files
+        self.interval = interval
+        self.out = out if out is not None else sys.stdout
+        self.total = sum(rf.size for rf in files)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.start_bytes = self.measure()[1]
+        self._samples: deque[tuple[float, int]] = deque([(time.monotonic(), self.start_bytes)])
+
+    def measure(self) -> tuple[int, int, list[tuple[str, int, int]]]:
+        """(finished files, bytes on disk, [(path, bytes, size) of files in flight])."""
+        done = got = 0
+        flight = []
+        for rf in self.files:
+            n, finished = on_disk(self.target, rf)
+            done += finished
+            got += n
+            if n and not finished:
+                flight.append((rf.path, n, rf.size))
+        return done, got, flight
+
+    def line(self) -> str:
+        now = time.monotonic()
+        done, got, flight = self.measure()
+        samples = self._samples
+        samples.append((now, got))
+        while len(samples) > 2 and samples[1][0] <= now - 3 * self.interval:
+            samples.popleft()
+        t0, b0 = samples[0]
+        rate = max(0.0, (got - b0) / (now - t0)) if now > t0 else 0.0
+        pct = 100 * got // self.total if self.total else 100
+        eta = duration(math.ceil((self.total - got) / rate)) if rate > 0 else "--"
+        text = (
+            f"download: {done}/{len(self.files)} files, {of(got, self.total)} ({pct}%), "
+            f"{human(rate)}/s, ETA {eta}"
+        )
+        if flight:
+            shown = ", ".join(
+                f"{p} {of(n, size)}" if n < size else f"{p} {human(size)} (verifying)"
+                for p, n, size in flight[:3]
+            )
+            more = f" and {len(flight) - 3} more" if len(flight) > 3 else ""
+            text += f"; now {shown}{more}"
+        return text
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                print(self.line(), file=self.out, flush=True)
+        except Exception as e:  # progress must never break the download itself
+            print(f"download: progress lines stopped ({e!r})", file=self.out, flush=True)
+
+    def __enter__(self) -> Progress:
+        if self.interval > 0:
+            self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def check_local(target: Path, remote: list[RemoteFile]) -> tuple[dict[str, str], list[str]]:
@@ -255,26 +431,38 @@ def run(s: Settings) -> str:
     good, todo = check_local(target, remote)
     if not todo and manifest.read(target) is not None:
         return (
-            f"{s.model_id}: all {len(remote)} files ({gb(total)}) verified in "
+            f"{s.model_id}: all {len(remote)} files ({human(total)}) verified in "
             f"{time.monotonic() - t0:.1f}s; nothing to download"
         )
     manifest.invalidate(target)
+    sizes = {rf.path: rf.size for rf in remote}
+    kept = sum(sizes[p] for p in good)
+    fetched_bytes, fetch_secs = 0, 0.0
     if todo:
-        need = sum(rf.size for rf in remote if rf.path in todo)
+        files = [rf for rf in remote if rf.path in todo]
+        progress = Progress(target, files, s.download_progress_interval)
+        need, resumed = progress.total, progress.start_bytes
+        check_space(target, need - resumed)
+        every = s.download_progress_interval
+        earlier = f", {human(resumed)} of it on disk from an earlier run" if resumed else ""
         print(
             f"download: {s.model_id}@{s.model_revision} from {source.name}: {len(todo)} of "
-            f"{len(remote)} files to fetch ({gb(need)} of {gb(total)})",
+            f"{len(remote)} files to fetch ({human(need)} of {human(total)}{earlier}; "
+            f"1 MB = 10^6 bytes)" + (f"; progress every {every}s" if every else ""),
             flush=True,
         )
-        source.fetch(todo, target)
-        fetched, still = check_local(target, [rf for rf in remote if rf.path in todo])
+        t1 = time.monotonic()
+        with progress:
+            source.fetch(todo, target)
+        fetch_secs = time.monotonic() - t1
+        fetched_bytes = need - resumed
+        fetched, still = check_local(target, files)
         if still:
             raise DownloadError(
                 f"after the download these files are missing or fail verification: "
                 f"{', '.join(still)}; re-run to fetch them again"
             )
         good.update(fetched)
-    sizes = {rf.path: rf.size for rf in remote}
     manifest.write(
         target,
         {p: {"size": sizes[p], "sha256": h} for p, h in sorted(good.items())},
@@ -283,10 +471,25 @@ def run(s: Settings) -> str:
         source=s.model_source,
     )
     secs = time.monotonic() - t0
+    rate = fetched_bytes / fetch_secs if fetch_secs else 0.0
     return (
-        f"{s.model_id}: {len(todo)} files fetched, {len(remote)} verified ({gb(total)}) "
-        f"in {secs:.1f}s"
+        f"{s.model_id}: {len(todo)} files fetched, {len(remote)} verified, {human(total)} "
+        f"({total} bytes); fetched {human(fetched_bytes)} in {fetch_secs:.1f}s "
+        f"({human(rate)}/s average), kept {len(remote) - len(todo)} files ({human(kept)}); "
+        f"done in {secs:.1f}s"
     )
+
+
+def check_space(target: Path, remaining: int) -> None:
+    """Fail before fetching anything when the volume cannot hold what is still to come."""
+    need = int(remaining * MARGIN)
+    free = free_space(target)
+    if need > free:
+        raise DownloadError(
+            f"not enough space in {target}: need {human(need)} ({human(remaining)} to fetch + "
+            f"{round((MARGIN - 1) * 100)}%), {human(free)} free; fix: free space on the Docker "
+            "host or move Docker's data-root (doctor checks this)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
