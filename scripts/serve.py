@@ -41,8 +41,11 @@ def build_args(s: Settings, model: Path | None = None) -> list[str]:
         "--port", str(s.port),
         "--gpu-memory-utilization", str(s.gpu_memory_utilization),
         "--generation-config", "auto",
-        "--disable-fastapi-docs",
     ]  # fmt: skip
+    if not s.api_docs:
+        args += ["--disable-fastapi-docs"]
+    if s.shutdown_timeout:  # on SIGTERM, let in-flight requests finish (compose stop)
+        args += ["--shutdown-timeout", str(s.shutdown_timeout)]
     if s.tensor_parallel_size > 1:
         args += ["--tensor-parallel-size", str(s.tensor_parallel_size)]
     if s.reasoning_parser:
@@ -93,8 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     if opts.print:
         print(shlex.join(cmd))
         return 0
+    if s.device == "cuda" and s.preflight:
+        from scripts import preflight  # GPU memory, count and driver against the settings
+
+        if not preflight.container_check(s, os.environ, lambda m: print(m, file=sys.stderr)):
+            return 2
     env = dict(os.environ)
     env.pop("VLLM_API_KEY", None)
+    # vLLM's own cap on `n` is 16384 choices per request: one request could fill the GPU
+    env["VLLM_MAX_N_SEQUENCES"] = str(s.max_n)
     if key:
         env["VLLM_API_KEY"] = key  # vLLM reads it from the environment: never on the command line
     print(f"serve: {shlex.join(cmd)}", file=sys.stderr, flush=True)

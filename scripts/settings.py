@@ -30,6 +30,7 @@ class Settings:
     model_revision: str = "master"
     model_source: str = "modelscope"
     models_dir: Path = Path("/models")
+    download_progress_interval: int = 10  # seconds between download progress lines; 0: none
     served_model_name: str = "Qwen3-8B"
     max_model_len: int = 8192
     gpu_memory_utilization: float = 0.90
@@ -45,6 +46,10 @@ class Settings:
     port: int = 8000
     api_key_file: Path | None = None
     api_key: str = field(default="", repr=False)
+    shutdown_timeout: int = 30
+    max_n: int = 16  # most choices (`n`) one request may ask for
+    api_docs: int = 0  # 1: vLLM serves /openapi.json and /docs (behind the gateway: never public)
+    preflight: int = 1  # 0 skips the GPU checks serve runs before vLLM (scripts/preflight.py)
     extra_args: tuple[str, ...] = ()
 
     @property
@@ -56,7 +61,10 @@ class Settings:
         """The API key, from the secret file if one is set (preferred), else from VLLM_API_KEY."""
         if self.api_key_file is not None:
             try:
-                key = self.api_key_file.read_text().strip()
+                lines = self.api_key_file.read_text().splitlines()
+                # one key per line (the gateway accepts them all); vLLM's own key is the first
+                keys = [k.strip() for k in lines if k.strip() and not k.strip().startswith("#")]
+                key = keys[0] if keys else ""
             except OSError as e:
                 raise SettingsError(
                     f"API_KEY_FILE={self.api_key_file}: cannot read it ({e.strerror}); "
@@ -154,6 +162,7 @@ FIELDS: list[tuple[str, str, object]] = [
     ("MODEL_REVISION", "model_revision", _revision),
     ("MODEL_SOURCE", "model_source", _choice(SOURCES)),
     ("MODELS_DIR", "models_dir", _abs_path),
+    ("DOWNLOAD_PROGRESS_INTERVAL", "download_progress_interval", _int_range(0, 3600)),
     ("SERVED_MODEL_NAME", "served_model_name", _name),
     ("MAX_MODEL_LEN", "max_model_len", _int_range(256, 40960)),
     ("GPU_MEMORY_UTILIZATION", "gpu_memory_utilization", _fraction),
@@ -169,6 +178,10 @@ FIELDS: list[tuple[str, str, object]] = [
     ("SERVE_PORT", "port", _int_range(1, 65535)),
     ("API_KEY_FILE", "api_key_file", _abs_path),
     ("VLLM_API_KEY", "api_key", str),
+    ("SHUTDOWN_TIMEOUT", "shutdown_timeout", _int_range(0, 3600)),
+    ("MAX_N", "max_n", _int_range(1, 128)),
+    ("API_DOCS", "api_docs", _int_range(0, 1)),
+    ("PREFLIGHT", "preflight", _int_range(0, 1)),
     ("SERVE_EXTRA_ARGS", "extra_args", _extra),
 ]
 
