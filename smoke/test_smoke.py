@@ -25,7 +25,10 @@ def _key() -> str:
     if os.environ.get("SMOKE_API_KEY"):
         return os.environ["SMOKE_API_KEY"]
     path = os.environ.get("SMOKE_API_KEY_FILE")
-    return Path(path).read_text().strip() if path else ""
+    if not path:
+        return ""
+    lines = (k.strip() for k in Path(path).read_text().splitlines())
+    return next((k for k in lines if k and not k.startswith("#")), "")  # the first key
 
 
 KEY = _key()

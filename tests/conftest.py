@@ -86,6 +86,7 @@ def vllm_server(tmp_path_factory, served_models, request):
         SERVE_HOST="127.0.0.1",
         SERVE_PORT=str(port),
         API_KEY_FILE=str(key_file),
+        API_DOCS="1",  # /openapi.json: the gateway tests read every route vLLM registers
     )
     t0 = time.monotonic()
     with open(log, "w") as out:

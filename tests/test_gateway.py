@@ -1,0 +1,662 @@
+"""The gateway (gateway/run.sh: nginx) in front of the real CPU vLLM server, as native processes:
+the same script and config as the `gateway` service, with Debian's nginx.
+
+- every route vLLM registers (its OpenAPI document) without a key or with a wrong one: never 200
+- 300+ hostile requests generated with hypothesis: 4xx with a message, never 5xx
+- slow-loris clients are cut off; 64 concurrent streams complete or get 429 + Retry-After
+- a graceful stop (SIGQUIT) lets open streams finish
+    python -m pytest tests/test_gateway.py -q -s
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "Qwen3-8B"
+MAX_MODEL_LEN = 8192  # the session server's (settings default)
+MAX_N = 16  # settings default: VLLM_MAX_N_SEQUENCES
+MAX_BODY = 4 * 1024 * 1024  # GATEWAY_MAX_BODY default (4m)
+ALLOWED = {("GET", "/v1/models"), ("POST", "/v1/completions"), ("POST", "/v1/chat/completions")}
+THINK = "我想问你，5的阶乘是多少？<think>\n"  # the scripted stand-in answers this one
+
+pytestmark = pytest.mark.e2e
+
+
+class Gateway:
+    """gateway/run.sh as a process: renders the config into its own folder, execs nginx."""
+
+    def __init__(self, work: Path, upstream: str, keys: list[str], **settings: str):
+        self.work = work
+        self.keys = keys
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        keys_file = work / "keys"
+        keys_file.write_text("# test keys\n" + "\n".join(keys) + "\n")
+        self.env = {
+            **os.environ,
+            "GATEWAY_KEYS_FILE": str(keys_file),
+            "GATEWAY_UPSTREAM": upstream,
+            "GATEWAY_LISTEN": f"127.0.0.1:{self.port}",
+            "GATEWAY_CONF_DIR": str(work / "conf"),
+            "GATEWAY_TLS_DIR": str(work / "no-tls"),
+            "GATEWAY_WORKERS": "2",
+            **settings,
+        }
+        self.log = work / "nginx.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Gateway:
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(
+                ["sh", str(ROOT / "gateway" / "run.sh")],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 30:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"gateway exited {self.proc.returncode}:\n{self.log.read_text()}"
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"gateway not listening after 30s:\n{self.log.read_text()}")
+
+    def stop(self, sig: int = signal.SIGQUIT, timeout: float = 120) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait()
+
+    def auth(self, i: int = 0) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[i]}"}
+
+
+def nginx_or_skip() -> None:
+    if not shutil.which("nginx"):
+        pytest.skip("nginx is not installed (tests/run installs Debian's nginx-light)")
+
+
+@pytest.fixture(scope="module")
+def gateway(vllm_server, tmp_path_factory):
+    nginx_or_skip()
+    upstream = vllm_server["base_url"].removeprefix("http://")
+    keys = [vllm_server["key"].strip(), secrets.token_urlsafe(32)]
+    # rate limits out of the way here: the hostile requests must reach vLLM, not a 429
+    # (test_64_concurrent_streams_complete_or_get_429 runs a gateway with the defaults)
+    gw = Gateway(
+        tmp_path_factory.mktemp("gateway"),
+        upstream,
+        keys,
+        GATEWAY_RATE="100000",
+        GATEWAY_BURST="100000",
+    ).start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+        print(f"\n--- gateway log (tail) ---\n{gw.log.read_text(errors='replace')[-1500:]}")
+
+
+def error_message(r: httpx.Response) -> str:
+    """The message of an OpenAI-style error body (vLLM's or the gateway's)."""
+    try:
+        body = r.json()
+    except ValueError:
+        return ""
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if body.get("message"):
+            return str(body["message"])
+        if isinstance(body.get("detail"), (str, list)):
+            return str(body["detail"])
+    return ""
+
+
+# --------------------------------------------------------------------------------------------
+# rendering: bad settings stop with the fix, nothing is started
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "setting, value, says",
+    [
+        ("GATEWAY_RATE", "fast", "GATEWAY_RATE=fast must be a whole number"),
+        ("GATEWAY_MAX_BODY", "4 GB", "GATEWAY_MAX_BODY=4 GB must be a size like 4m"),
+        ("GATEWAY_UPSTREAM", "vllm", "must be host:port"),
+        ("GATEWAY_ROUTES", "/v1/models /tokenize/../x", "is not a plain path"),
+        ("GATEWAY_KEYS_FILE", "/nonexistent/keys", "python3 -m scripts.init_secrets"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_fix(tmp_path, setting, value, says):
+    nginx_or_skip()
+    gw = Gateway(tmp_path, "127.0.0.1:9", [secrets.token_urlsafe(32)], **{setting: value})
+    r = subprocess.run(
+        ["sh", str(ROOT / "gateway" / "run.sh"), "--render"],
+        env=gw.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert says in r.stderr and r.stderr.startswith("gateway: "), r.stderr
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "key, says",
+    [("short", "use 16 or more"), ('bad"quote-in-a-long-key', "has characters other than")],
+)
+def test_weak_or_unsafe_keys_are_refused(tmp_path, key, says):
+    nginx_or_skip()
+    gw = Gateway(tmp_path, "127.0.0.1:9", [key])
+    r = subprocess.run(
+        ["sh", str(ROOT / "gateway" / "run.sh"), "--render"],
+        env=gw.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 2 and says in r.stderr, r.stderr
+    assert key not in r.stderr, "the message must not echo the key"
+
+
+@pytest.mark.unit
+def test_rendered_config_keeps_keys_private(tmp_path):
+    nginx_or_skip()
+    key = secrets.token_urlsafe(32)
+    gw = Gateway(tmp_path, "127.0.0.1:9", [key])
+    r = subprocess.run(
+        ["sh", str(ROOT / "gateway" / "run.sh"), "--render"],
+        env=gw.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    conf = Path(r.stdout.strip())
+    assert key in conf.read_text()
+    assert (conf.stat().st_mode & 0o077) == 0 and (conf.parent.stat().st_mode & 0o077) == 0
+    assert key not in r.stderr + r.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# authentication and the allowlist
+
+
+def openapi_routes(base: str) -> list[tuple[str, str]]:
+    doc = httpx.get(base + "/openapi.json", timeout=30).json()
+    routes = []
+    for path, ops in doc["paths"].items():
+        concrete = re.sub(r"\{[^}]+\}", "x", path)
+        routes += [(m.upper(), concrete) for m in ops if m in ("get", "post", "put", "delete")]
+    return routes
+
+
+def test_every_vllm_route_needs_the_key_and_only_the_allowlist_is_forwarded(gateway, vllm_server):
+    routes = openapi_routes(vllm_server["base_url"])
+    # routes mounted outside FastAPI's schema, and the docs themselves
+    extra = [
+        ("GET", p)
+        for p in (
+            "/metrics",
+            "/openapi.json",
+            "/docs",
+            "/redoc",
+            "/ping",
+            "/version",
+            "/server_info",
+            "/load",
+            "/v1/models/../../metrics",
+            "//v1/models",
+            "/v1/models%2F..%2F..%2Fmetrics",
+        )
+    ]
+    extra += [
+        ("POST", p)
+        for p in (
+            "/tokenize",
+            "/detokenize",
+            "/pause",
+            "/resume",
+            "/abort_requests",
+            "/reset_prefix_cache",
+            "/invocations",
+        )
+    ]
+    assert len(routes) >= 10, f"only {len(routes)} routes in vLLM's OpenAPI document"
+    table = collections.Counter()
+    with httpx.Client(base_url=gateway.url, timeout=60) as c:
+        for method, path in sorted(set(routes + extra)):
+            allowed = (method, path) in ALLOWED or path == "/health"
+            for label, headers in (
+                ("no key", {}),
+                ("wrong key", {"Authorization": "Bearer x" * 8}),
+            ):
+                r = c.request(method, path, headers=headers, json={} if method == "POST" else None)
+                if path == "/health":
+                    assert r.status_code == 200, (method, path, label, r.status_code)
+                    continue
+                assert r.status_code in (401, 404), (method, path, label, r.status_code, r.text)
+                assert r.status_code == 401 or not allowed
+                assert error_message(r), (method, path, r.text)
+                table[(label, r.status_code)] += 1
+            # with the key: the allowlist is forwarded, everything else stays 404
+            r = c.request(
+                method, path, headers=gateway.auth(), json={} if method == "POST" else None
+            )
+            if not allowed:
+                assert r.status_code == 404, (method, path, "key", r.status_code, r.text)
+                table[("key, not allowlisted", 404)] += 1
+    print(
+        f"\n{len(set(routes))} OpenAPI routes + {len(extra)} more through the gateway: "
+        + ", ".join(f"{k[0]} -> {k[1]}: {v}" for k, v in sorted(table.items()))
+    )
+    with httpx.Client(base_url=gateway.url, timeout=120) as c:
+        for i in (0, 1):  # both keys work; vLLM sees its own
+            models = c.get("/v1/models", headers=gateway.auth(i))
+            assert models.status_code == 200 and models.json()["data"][0]["id"] == MODEL
+        done = c.post(
+            "/v1/completions",
+            headers=gateway.auth(1),
+            json={"model": MODEL, "prompt": THINK, "max_tokens": 64, "temperature": 0},
+        )
+        assert done.status_code == 200 and "120" in done.json()["choices"][0]["text"], done.text
+        chat = c.post(
+            "/v1/chat/completions",
+            headers=gateway.auth(0),
+            json={"model": MODEL, "messages": [{"role": "user", "content": THINK}]},
+        )
+        assert chat.status_code == 200 and "120" in chat.json()["choices"][0]["message"]["content"]
+        assert c.get("/health").status_code == 200
+
+
+def test_streaming_passes_through_unbuffered(gateway):
+    """Server-sent events arrive as vLLM sends them: several chunks, not one buffered body."""
+    body = {
+        "model": MODEL,
+        "stream": True,
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": THINK}],
+    }
+    arrivals = []
+    with httpx.stream(
+        "POST", gateway.url + "/v1/chat/completions", json=body, headers=gateway.auth(), timeout=120
+    ) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                arrivals.append((time.monotonic(), line))
+    assert arrivals[-1][1] == "data: [DONE]"
+    assert len(arrivals) > 5
+    spread = arrivals[-1][0] - arrivals[0][0]
+    print(f"\nstream: {len(arrivals)} events over {spread * 1000:.0f} ms through the gateway")
+
+
+# --------------------------------------------------------------------------------------------
+# hostile input
+
+N_HOSTILE = 320
+ROUTES = st.sampled_from(["/v1/chat/completions", "/v1/completions"])
+NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+_words = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
+_not_number = _words.filter(
+    lambda s: not NUMBER.fullmatch(s) and s.strip().lower() not in ("nan", "inf", "-inf", "+inf")
+)
+_junk = st.one_of(
+    st.lists(st.integers(), min_size=1, max_size=3),
+    st.dictionaries(st.text(min_size=1, max_size=5), st.integers(), min_size=1, max_size=3),
+)
+_finite = {"allow_nan": False, "allow_infinity": False}
+
+
+def _chat(**extra) -> dict:
+    return {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+def _completion(**extra) -> dict:
+    return {"model": MODEL, "prompt": "hi", **extra}
+
+
+def _case(category: str, routes, bodies) -> st.SearchStrategy:
+    """(category, route, body bytes); dict bodies are sent as JSON."""
+    encoded = bodies.map(lambda b: b if isinstance(b, bytes) else json.dumps(b).encode())
+    return st.tuples(st.just(category), routes, encoded)
+
+
+# each case must be refused with a 4xx and a message
+_bad_json = st.one_of(
+    st.binary(max_size=200).filter(lambda b: not b.strip().startswith(b"{")),
+    st.text(max_size=80).map(lambda s: ("{" + s).encode()),
+    st.sampled_from([b"", b"null", b"[]", b"1", b'"x"', b"{", b'{"model":']),
+)
+_wrong_type = st.one_of(
+    st.builds(lambda v: _chat(max_tokens=v), st.one_of(_not_number, _junk)),
+    st.builds(lambda v: _chat(temperature=v), st.one_of(_not_number, _junk)),
+    st.builds(
+        lambda v: {"model": MODEL, "messages": v},
+        st.one_of(st.integers(), _words, st.lists(st.integers(), min_size=1, max_size=3)),
+    ),
+    st.builds(lambda v: _chat(n=v), st.one_of(_not_number, _junk)),
+    st.builds(lambda v: _chat(stream=v), _junk),
+    st.builds(lambda v: {"model": v, "messages": [{"role": "user", "content": "hi"}]}, _junk),
+)
+_out_of_range = st.one_of(
+    st.builds(lambda v: _chat(temperature=v), st.floats(max_value=-0.01, **_finite)),
+    st.builds(lambda v: _chat(top_p=v), st.floats(min_value=1.01, max_value=1e6)),
+    st.builds(lambda v: _chat(max_tokens=v), st.integers(-(2**40), 0)),
+    st.builds(lambda v: _chat(n=v), st.integers(-(2**40), 0)),
+    st.builds(lambda v: _chat(presence_penalty=v), st.floats(min_value=2.01, max_value=1e9)),
+    st.builds(lambda v: _chat(top_logprobs=v, logprobs=True), st.integers(10_000, 2**31)),
+)
+_unknown_fields = st.builds(
+    lambda extra, n: {**_chat(n=n), **extra},
+    st.dictionaries(st.from_regex(r"\Ax_[a-z]{1,8}\Z"), st.integers(), min_size=1, max_size=5),
+    st.integers(-100, 0),
+)
+_other_model = st.from_regex(r"\A[a-z]{1,12}\Z").map(
+    lambda m: {"model": m, "messages": [{"role": "user", "content": "hi"}]}
+)
+CHAT = st.just("/v1/chat/completions")
+hostile = st.one_of(
+    _case("bad json", ROUTES, _bad_json),
+    _case("wrong type", CHAT, _wrong_type),
+    _case(
+        "huge max_tokens",
+        ROUTES,
+        st.integers(MAX_MODEL_LEN + 1, 2**62).map(lambda v: _completion(max_tokens=v)),
+    ),
+    _case(
+        "prompt over context",
+        ROUTES,
+        st.integers(MAX_MODEL_LEN + 1, 3 * MAX_MODEL_LEN).map(
+            lambda n: _completion(prompt=" hello" * n)
+        ),
+    ),
+    _case(
+        "n in the thousands",
+        ROUTES,
+        st.one_of(st.integers(1000, 100_000), st.integers(MAX_N + 1, 999)).map(
+            lambda n: _chat(n=n, temperature=1.0)
+        ),
+    ),
+    _case("out of range", CHAT, _out_of_range),
+    # unknown fields with something wrong: unknown fields alone are ignored by vLLM (see
+    # test_unknown_fields_alone_are_ignored)
+    _case("unknown fields + bad value", CHAT, _unknown_fields),
+    _case("unknown model", CHAT, _other_model),
+)
+
+
+def test_hostile_requests_get_4xx_never_5xx(gateway):
+    seen: collections.Counter = collections.Counter()
+    statuses: collections.Counter = collections.Counter()
+    failures: list[str] = []
+    client = httpx.Client(base_url=gateway.url, headers=gateway.auth(), timeout=120)
+
+    @settings(
+        max_examples=N_HOSTILE,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(hostile)
+    def one(case):
+        category, route, body = case
+        r = client.post(route, content=body, headers={"Content-Type": "application/json"})
+        seen[category] += 1
+        statuses[r.status_code] += 1
+        if not (400 <= r.status_code < 500) or not error_message(r):
+            failures.append(f"{category}: {route} {body[:120]!r} -> {r.status_code} {r.text[:200]}")
+
+    try:
+        t0 = time.monotonic()
+        one()
+        # oversized bodies: refused by the gateway before vLLM reads a byte
+        for size in (MAX_BODY + 1, MAX_BODY * 2, MAX_BODY * 8):
+            r = client.post(
+                "/v1/chat/completions",
+                content=b'{"model": "' + b"x" * size + b'"}',
+                headers={"Content-Type": "application/json"},
+            )
+            seen["oversized body"] += 1
+            statuses[r.status_code] += 1
+            if r.status_code != 413 or "GATEWAY_MAX_BODY" not in error_message(r):
+                failures.append(f"oversized {size}: {r.status_code} {r.text[:200]}")
+        secs = time.monotonic() - t0
+        after = client.post(
+            "/v1/chat/completions",
+            json=_chat(max_tokens=64, messages=[{"role": "user", "content": THINK}]),
+        )
+    finally:
+        client.close()
+    total = sum(seen.values())
+    print(
+        f"\nhostile: {total} requests in {secs:.1f}s; by category: {dict(seen)}; statuses: "
+        f"{dict(sorted(statuses.items()))}"
+    )
+    assert not failures, f"{len(failures)} answers were not a 4xx with a message:\n" + "\n".join(
+        failures[:20]
+    )
+    assert total >= 300 and len(seen) >= 9, seen
+    assert not any(s >= 500 for s in statuses)
+    assert 429 not in statuses, "the rate limit answered instead of vLLM"
+    assert after.status_code == 200 and "120" in after.json()["choices"][0]["message"]["content"]
+
+
+def test_unknown_fields_alone_are_ignored(gateway):
+    """vLLM accepts and ignores request fields it does not know (it logs them); the answer is a
+    normal one, not an error. Documented in the README's Security section."""
+    r = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        headers=gateway.auth(),
+        timeout=120,
+        json=_chat(max_tokens=8, x_unknown=1, metadata_extra={"a": 1}),
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_slow_loris_clients_are_cut_off(gateway):
+    """Clients that trickle their headers are disconnected (client_header_timeout 10 s) and do
+    not starve others: a normal request is answered while they hang on."""
+    socks, t0 = [], time.monotonic()
+    for _ in range(40):
+        s = socket.create_connection(("127.0.0.1", gateway.port), timeout=60)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        socks.append(s)
+    closed_at: dict[int, float] = {}
+
+    def trickle():
+        while len(closed_at) < len(socks) and time.monotonic() - t0 < 90:
+            for i, s in enumerate(socks):
+                if i in closed_at:
+                    continue
+                try:
+                    s.sendall(b"X-a: b\r\n")
+                    s.settimeout(0.01)
+                    if s.recv(4096) == b"":
+                        closed_at[i] = time.monotonic() - t0
+                except TimeoutError:
+                    pass
+                except OSError:
+                    closed_at[i] = time.monotonic() - t0
+            time.sleep(1)
+
+    th = threading.Thread(target=trickle)
+    th.start()
+    r = httpx.get(gateway.url + "/v1/models", headers=gateway.auth(), timeout=30)
+    th.join()
+    for s in socks:
+        s.close()
+    assert r.status_code == 200
+    assert len(closed_at) == len(socks), (
+        f"{len(socks) - len(closed_at)} slow clients still open after 90 s"
+    )
+    times = sorted(closed_at.values())
+    print(
+        f"\nslow-loris: {len(socks)} clients cut off after {times[0]:.1f}-{times[-1]:.1f}s; "
+        "a normal "
+        f"request meanwhile: {r.status_code} in {r.elapsed.total_seconds() * 1000:.0f} ms"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# load and stop
+
+
+def stream_chat(
+    url: str, headers: dict, max_tokens: int, results: list, ignore_eos=False, opened=None
+) -> None:
+    body = {
+        "model": MODEL,
+        "stream": True,
+        "max_tokens": max_tokens,
+        "ignore_eos": ignore_eos,
+        "messages": [{"role": "user", "content": THINK}],
+    }
+    t0 = time.monotonic()
+    try:
+        with httpx.stream(
+            "POST",
+            url + "/v1/chat/completions",
+            json=body,
+            headers=headers,
+            timeout=httpx.Timeout(300, connect=30),
+        ) as r:
+            if r.status_code != 200:
+                r.read()
+                results.append(
+                    (
+                        "rejected",
+                        r.status_code,
+                        r.headers.get("retry-after"),
+                        error_message(r),
+                        time.monotonic() - t0,
+                    )
+                )
+                return
+            events = []
+            for ln in r.iter_lines():
+                if ln.startswith("data: "):
+                    events.append(ln)
+                    if opened is not None and len(events) == 1:
+                        opened.release()
+            done = bool(events) and events[-1] == "data: [DONE]"
+            results.append(("done" if done else "cut", 200, len(events), "", time.monotonic() - t0))
+    except httpx.HTTPError as e:
+        results.append(("error", 0, None, repr(e), time.monotonic() - t0))
+
+
+def test_64_concurrent_streams_complete_or_get_429(vllm_server, tmp_path):
+    """The default limits (32 at once and 20/s, burst 40, per key), 64 clients on one key."""
+    nginx_or_skip()
+    gateway = Gateway(
+        tmp_path, vllm_server["base_url"].removeprefix("http://"), [vllm_server["key"].strip()]
+    ).start()
+    try:
+        load_64_streams(gateway)
+    finally:
+        gateway.stop()
+
+
+def load_64_streams(gateway: Gateway) -> None:
+    results: list = []
+    threads = [
+        threading.Thread(target=stream_chat, args=(gateway.url, gateway.auth(), 64, results))
+        for _ in range(64)
+    ]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(360)
+    secs = time.monotonic() - t0
+    assert not any(t.is_alive() for t in threads), "a client hung"
+    kinds = collections.Counter(r[0] for r in results)
+    rejected = [r for r in results if r[0] == "rejected"]
+    done = [r for r in results if r[0] == "done"]
+    print(
+        f"\nload: 64 streaming clients on one key in {secs:.1f}s: {dict(kinds)}; "
+        f"slowest stream {max((r[4] for r in done), default=0):.1f}s"
+    )
+    assert len(results) == 64
+    assert set(kinds) <= {"done", "rejected"}, results
+    assert len(done) >= 1
+    for r in rejected:
+        assert r[1] == 429 and r[2] == "1" and "too many requests" in r[3], r
+    # after the burst the key is usable again
+    ok = httpx.get(gateway.url + "/v1/models", headers=gateway.auth(), timeout=30)
+    assert ok.status_code == 200
+
+
+def test_graceful_stop_lets_streams_finish(vllm_server, tmp_path):
+    """SIGQUIT (the gateway's stop_signal in compose.yaml): nginx stops accepting, lets the open
+    streams run to [DONE], then exits."""
+    nginx_or_skip()
+    gw = Gateway(
+        tmp_path, vllm_server["base_url"].removeprefix("http://"), [vllm_server["key"].strip()]
+    ).start()
+    results: list = []
+    opened = threading.Semaphore(0)
+    threads = [
+        threading.Thread(target=stream_chat, args=(gw.url, gw.auth(), 300, results, True, opened))
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for _ in threads:  # every stream has its first event: they are open
+        assert opened.acquire(timeout=120), f"a stream did not start: {results}"
+    t_stop = time.monotonic()
+    gw.proc.send_signal(signal.SIGQUIT)
+    time.sleep(0.5)
+    refused = True
+    try:
+        httpx.get(gw.url + "/health", timeout=5)
+        refused = False
+    except httpx.HTTPError:
+        pass
+    for t in threads:
+        t.join(300)
+    code = gw.stop(timeout=120)
+    exited = time.monotonic() - t_stop
+    kinds = collections.Counter(r[0] for r in results)
+    print(
+        f"\ngraceful stop: {dict(kinds)} streams; events per stream "
+        f"{[r[2] for r in results]}; nginx exited {code} {exited:.1f}s after SIGQUIT"
+    )
+    assert kinds == {"done": 4}, results
+    assert all(r[2] >= 300 for r in results), results
+    assert refused, "new connections are refused once the stop began"
+    assert code == 0
