@@ -14,6 +14,8 @@ import os
 import re
 import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +25,7 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import free_port
@@ -31,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FILES = ["-f", "compose.yaml", "-f", "compose.cpu.yaml"]
 IMAGE = "qwen3-vllm-stack:cpu"
 BASE_IMAGE = "qwen3-vllm-stack/debian-base:bookworm"
+OPS_IMAGE = "qwen3-vllm-stack/ops:bookworm"  # Debian's nginx and Prometheus (no registry here)
 MODEL_ID = "Qwen/Qwen3-8B"
 UID = "10001"
 HEALTHY_TIMEOUT = 600  # seconds for vllm to turn healthy on 2 CPU cores
@@ -120,7 +124,7 @@ class Stack:
     def dump_logs(self, tail: int = 80) -> None:
         r = self.compose("ps", "-a", quiet=True)
         print(f"\n===== compose ps -a =====\n{r.stdout}{r.stderr}")
-        for svc in ("hub", "download", "vllm", "smoke"):
+        for svc in ("hub", "download", "vllm", "gateway", "smoke", "prometheus"):
             r = self.compose("logs", "--no-color", "--tail", str(tail), svc, quiet=True)
             print(f"===== logs: {svc} (last {tail}) =====\n{r.stdout}{r.stderr}")
 
@@ -274,6 +278,7 @@ def stack(tmp_path_factory, request):
 
     t_all = time.monotonic()
     phase("base image", ["bash", "docker/build-base.sh"], 900)
+    phase("ops image", ["bash", "docker/build-base.sh", "ops"], 900)
     phase("wheelhouse", ["bash", "docker/build-wheelhouse.sh", "cpu"], 1800,
           env={**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)})  # fmt: skip
 
@@ -289,12 +294,17 @@ def stack(tmp_path_factory, request):
     key = work / "api_key"
     key.write_text(secrets.token_hex(16) + "\n")
     key.chmod(0o644)
+    grafana_pw = work / "grafana_admin_password"
+    grafana_pw.write_text(secrets.token_urlsafe(16) + "\n")
+    grafana_pw.chmod(0o644)
+    (work / "tls").mkdir()  # empty: plain HTTP (and docker creates nothing in the checkout)
     env_file = work / "empty.env"  # ignore a developer's .env: the test sets what it needs
     env_file.write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_BUILDKIT"))}
     for name in ("MODEL_ID", "MODEL_REVISION", "SERVED_MODEL_NAME", "MAX_MODEL_LEN", "HOST_PORT",
                  "BIND_ADDRESS", "MODELSCOPE_ENDPOINT", "HUB_FAULT_ARGS", "SERVE_EXTRA_ARGS",
-                 "TRACK", "BASE_IMAGE", "CPU_BASE_IMAGE", "CPU_BUILD_NETWORK"):  # fmt: skip
+                 "TRACK", "BASE_IMAGE", "CPU_BASE_IMAGE", "CPU_BUILD_NETWORK", "GATEWAY_IMAGE",
+                 "API_DOCS", "GRAFANA_ADMIN_PASSWORD_FILE", "TLS_DIR"):  # fmt: skip
         env.pop(name, None)
     port = free_port()
     env.update(
@@ -304,7 +314,11 @@ def stack(tmp_path_factory, request):
         MODELSCOPE_ENDPOINT="http://hub:8765",
         HUB_MODEL_DIR=str(model),
         API_KEY_FILE=str(key),
+        GRAFANA_ADMIN_PASSWORD_FILE=str(grafana_pw),
+        TLS_DIR=str(work / "tls"),
         HOST_PORT=str(port),
+        GATEWAY_IMAGE=OPS_IMAGE,  # nginxinc/nginx-unprivileged cannot be pulled here
+        API_DOCS="1",  # vLLM's /openapi.json, read from inside: every route it registers
     )
     project = f"qvs-test-{secrets.token_hex(4)}"
     s = Stack(project, env)
@@ -414,15 +428,30 @@ def test_down_then_up_keeps_the_volume_and_skips_the_download(stack):
 
 
 def test_running_stack_is_hardened(stack):
-    """The stack from the previous test is still up (vllm keeps running after smoke)."""
+    """The stack from the previous test is still up (vllm and the gateway keep running)."""
     assert stack.state("vllm")["Health"]["Status"] == "healthy"
+    assert stack.state("gateway")["Health"]["Status"] == "healthy"
     assert stack.state("hub")["Health"]["Status"] == "healthy"
 
-    for svc in ("hub", "download", "vllm", "smoke"):
+    for svc in ("hub", "download", "vllm", "gateway", "smoke"):
         c = stack.container(svc)
         assert c["Config"]["User"] == f"{UID}:{UID}", (svc, c["Config"]["User"])
         assert c["HostConfig"]["ReadonlyRootfs"] is True, svc
         assert c["HostConfig"]["CapDrop"] == ["ALL"], svc
+        assert "no-new-privileges:true" in c["HostConfig"]["SecurityOpt"], svc
+        if svc != "hub":  # the test-only hub is not in compose.yaml
+            assert c["HostConfig"]["PidsLimit"] > 0 and c["HostConfig"]["Memory"] > 0, svc
+            assert c["HostConfig"]["LogConfig"]["Config"]["max-size"] == "20m", svc
+    policies = {
+        s: stack.container(s)["HostConfig"]["RestartPolicy"]["Name"]
+        for s in ("download", "vllm", "gateway", "smoke")
+    }
+    assert policies == {
+        "download": "no",
+        "vllm": "unless-stopped",
+        "gateway": "unless-stopped",
+        "smoke": "no",
+    }, policies
     uid = stack.compose("exec", "-T", "vllm", "id", "-u", check=True).stdout.strip()
     assert uid == UID
 
@@ -433,12 +462,47 @@ def test_running_stack_is_hardened(stack):
     download_mounts = {m["Destination"]: m for m in stack.container("download")["Mounts"]}
     assert download_mounts["/models"]["RW"] is True
     assert download_mounts["/models"]["Name"] == mounts["/models"]["Name"]
-
-    bindings = vllm["HostConfig"]["PortBindings"]["8000/tcp"]
-    assert [b["HostIp"] for b in bindings] == ["127.0.0.1"], bindings
-    published = vllm["NetworkSettings"]["Ports"]["8000/tcp"]
-    assert {p["HostIp"] for p in published} == {"127.0.0.1"}, published
     assert not vllm["HostConfig"].get("DeviceRequests"), "the CPU stack asks for a GPU"
+
+    # only the gateway is published, on 127.0.0.1; vllm nowhere, on an internal network
+    assert not vllm["HostConfig"].get("PortBindings"), vllm["HostConfig"].get("PortBindings")
+    assert not any(vllm["NetworkSettings"]["Ports"].values()), vllm["NetworkSettings"]["Ports"]
+    gw = stack.container("gateway")
+    bindings = gw["HostConfig"]["PortBindings"]["8080/tcp"]
+    assert [b["HostIp"] for b in bindings] == ["127.0.0.1"], bindings
+    (net,) = vllm["NetworkSettings"]["Networks"]
+    info = json.loads(sh(["docker", "network", "inspect", f"{stack.project}_backend"]).stdout)[0]
+    assert net == f"{stack.project}_backend" and info["Internal"] is True
+    # from the host's own addresses nothing reaches port 8000 (the test publishes the gateway
+    # on a random port), and a container on the edge network (the hub) cannot reach vllm at all.
+    # (The Docker host itself can still open the container's bridge address, as for every
+    # container: that address is not reachable from other machines.)
+    route = sh(["ip", "-4", "route", "get", "1.1.1.1"], quiet=True).stdout
+    host_ips = ["127.0.0.1"] + re.findall(r"\bsrc (\S+)", route)
+    reachable = []
+    for host in host_ips:
+        try:
+            with socket.create_connection((host, 8000), timeout=3):
+                reachable.append(host)
+        except OSError:
+            pass
+    assert reachable == [], f"port 8000 answers on the host's address {reachable}"
+    probe = (
+        "import socket\ntry:\n socket.create_connection(('vllm', 8000), timeout=5)\n"
+        " print('reached')\nexcept OSError as e:\n print('refused', type(e).__name__)"
+    )
+    r = stack.compose("exec", "-T", "hub", "python", "-c", probe, check=True)
+    assert r.stdout.startswith("refused"), (
+        f"a container on the edge network reached vllm: {r.stdout}"
+    )
+
+    # the key is in neither the environment nor the command line of any container
+    for svc in ("vllm", "gateway", "smoke"):
+        c = stack.container(svc)
+        shown = json.dumps(
+            [c["Config"]["Env"], c["Config"]["Cmd"], c["Config"]["Entrypoint"], c["Args"]]
+        )
+        assert stack.key not in shown, f"the API key is visible in `docker inspect` of {svc}"
 
     base = f"http://127.0.0.1:{stack.port}"
     with urllib.request.urlopen(base + "/health", timeout=10) as resp:
@@ -449,6 +513,244 @@ def test_running_stack_is_hardened(stack):
     auth = {"Authorization": f"Bearer {stack.key}"}
     with urllib.request.urlopen(urllib.request.Request(base + "/v1/models", headers=auth)) as resp:
         assert json.load(resp)["data"][0]["id"] == "Qwen3-8B"
+
+
+ALLOWED = {("GET", "/v1/models"), ("POST", "/v1/completions"), ("POST", "/v1/chat/completions")}
+THINK = "我想问你，5的阶乘是多少？<think>\n"
+
+
+def test_gateway_guards_every_route_vllm_registers(stack):
+    """vLLM's own OpenAPI document (read inside the container: vllm is published nowhere),
+    every route through the published gateway port without a key, with a wrong key, and with
+    the key: never 200 without the key, only the allowlist forwarded with it."""
+    r = stack.compose(
+        "exec", "-T", "vllm", "curl", "-fsS", "http://127.0.0.1:8000/openapi.json", check=True
+    )
+    paths = json.loads(r.stdout)["paths"]
+    routes = sorted(
+        {
+            (m.upper(), re.sub(r"\{[^}]+\}", "x", p))
+            for p, ops in paths.items()
+            for m in ops
+            if m in ("get", "post", "put", "delete")
+        }
+    )
+    routes += [("GET", "/metrics"), ("GET", "/openapi.json"), ("POST", "/tokenize")]
+    assert len(routes) >= 10
+    base = f"http://127.0.0.1:{stack.port}"
+    counts: dict[str, int] = {}
+    with httpx.Client(base_url=base, timeout=120) as c:
+        for method, path in routes:
+            body = {} if method == "POST" else None
+            for label, headers in (
+                ("no key", {}),
+                ("wrong key", {"Authorization": "Bearer " + "x" * 43}),
+                ("key", {"Authorization": f"Bearer {stack.key}"}),
+            ):
+                resp = c.request(method, path, headers=headers, json=body)
+                if path == "/health":
+                    assert resp.status_code == 200
+                    continue
+                if label != "key":
+                    assert resp.status_code in (401, 404), (method, path, label, resp.status_code)
+                elif (method, path) not in ALLOWED:
+                    assert resp.status_code == 404, (method, path, label, resp.status_code)
+                else:
+                    assert resp.status_code != 401, (method, path, resp.text)
+                counts[f"{label} {resp.status_code}"] = (
+                    counts.get(f"{label} {resp.status_code}", 0) + 1
+                )
+        chat = c.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {stack.key}"},
+            json={"model": "Qwen3-8B", "messages": [{"role": "user", "content": THINK}]},
+        )
+        assert chat.status_code == 200 and "120" in chat.json()["choices"][0]["message"]["content"]
+    print(f"\n{len(routes)} routes through the compose gateway: {counts}")
+
+
+def test_monitoring_profile_scrapes_vllm(stack):
+    """Prometheus (Debian's, from the ops image: prom/prometheus cannot be pulled here) on the
+    internal network reports the vllm target up."""
+    t0 = time.monotonic()
+    r = stack.compose(
+        "up",
+        "-d",
+        "--no-color",
+        "prometheus",
+        timeout=300,
+        COMPOSE_PROFILES="offline-hub,monitoring",
+    )
+    assert r.returncode == 0, r.stderr
+    health, last = None, ""
+    while time.monotonic() - t0 < 180:
+        out = stack.compose(
+            "exec",
+            "-T",
+            "prometheus",
+            "curl",
+            "-fsS",
+            "http://127.0.0.1:9090/api/v1/targets",
+            quiet=True,
+            COMPOSE_PROFILES="offline-hub,monitoring",
+        )
+        if out.returncode == 0:
+            last = out.stdout
+            targets = json.loads(out.stdout)["data"]["activeTargets"]
+            health = {t["labels"]["job"]: t["health"] for t in targets}
+            if health.get("vllm") == "up":
+                break
+        time.sleep(2)
+    assert health and health.get("vllm") == "up", last[-2000:]
+    q = stack.compose(
+        "exec",
+        "-T",
+        "prometheus",
+        "curl",
+        "-fsS",
+        "http://127.0.0.1:9090/api/v1/query?query=vllm:num_requests_running",
+        check=True,
+        COMPOSE_PROFILES="offline-hub,monitoring",
+    )
+    result = json.loads(q.stdout)["data"]["result"]
+    assert result and result[0]["metric"]["model_name"] == "Qwen3-8B", q.stdout[-1000:]
+    print(
+        f"\nmonitoring: prometheus reports the vllm target up {time.monotonic() - t0:.1f}s "
+        f"after `up`; vllm:num_requests_running has {len(result)} series"
+    )
+
+
+def stream(base: str, key: str, max_tokens: int, out: list, opened=None) -> None:
+    body = {
+        "model": "Qwen3-8B",
+        "stream": True,
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    t0, events = time.monotonic(), 0
+    try:
+        with httpx.stream(
+            "POST",
+            base + "/v1/chat/completions",
+            json=body,
+            timeout=300,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as r:
+            if r.status_code != 200:
+                r.read()
+                out.append(("status", r.status_code, events, time.monotonic() - t0))
+                return
+            last = ""
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    events += 1
+                    last = line
+                    if events == 1 and opened is not None:
+                        opened.release()
+            kind = "done" if last == "data: [DONE]" else "cut"
+            out.append((kind, 200, events, time.monotonic() - t0))
+    except httpx.HTTPError as e:
+        out.append(("error", type(e).__name__, events, time.monotonic() - t0))
+
+
+def test_sigkill_under_load_recovers_by_itself(stack):
+    """SIGKILL vLLM's main process (from the host, as the OOM killer would) while 8 answers
+    stream: the clients end with an error at once (none hangs), requests meanwhile get the
+    gateway's 503 with Retry-After, and the restart policy brings vllm back healthy."""
+    base = f"http://127.0.0.1:{stack.port}"
+    out: list = []
+    opened = threading.Semaphore(0)
+    threads = [
+        threading.Thread(target=stream, args=(base, stack.key, 4000, out, opened)) for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for _ in threads:
+        assert opened.acquire(timeout=120), f"a stream did not start: {out}"
+    before = stack.container("vllm")
+    pid = before["State"]["Pid"]
+    t_kill = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads), "a client hung after the kill"
+    ended = max(o[3] for o in out)
+    kinds = sorted({o[0] for o in out})
+    assert len(out) == 8 and set(kinds) <= {"error", "cut"}, out
+    probes: dict[int, int] = {}
+    retry_after = set()
+    recovered = None
+    while time.monotonic() - t_kill < HEALTHY_TIMEOUT:
+        try:
+            r = httpx.post(
+                base + "/v1/chat/completions",
+                timeout=60,
+                headers={"Authorization": f"Bearer {stack.key}"},
+                json={
+                    "model": "Qwen3-8B",
+                    "max_tokens": 64,
+                    "messages": [{"role": "user", "content": THINK}],
+                },
+            )
+        except httpx.HTTPError:
+            time.sleep(1)
+            continue
+        probes[r.status_code] = probes.get(r.status_code, 0) + 1
+        if r.status_code == 200:
+            assert "120" in r.json()["choices"][0]["message"]["content"]
+            recovered = time.monotonic() - t_kill
+            break
+        assert r.status_code == 503, (r.status_code, r.text)
+        assert r.json()["error"]["message"], r.text
+        retry_after.add(r.headers.get("retry-after"))
+        time.sleep(1)
+    assert recovered is not None, f"not recovered in {HEALTHY_TIMEOUT}s: {probes}"
+    after = stack.container("vllm")
+    assert after["RestartCount"] == before["RestartCount"] + 1, "the restart policy did not act"
+    assert retry_after <= {"5"}, retry_after
+    stack.wait_healthy("vllm", HEALTHY_TIMEOUT, time.monotonic())
+    stack.times["SIGKILL -> answering again"] = recovered
+    print(
+        f"\nSIGKILL under load: 8 streams ended {kinds} within {ended:.1f}s; probes meanwhile "
+        f"{probes}; answering again {recovered:.1f}s after the kill (restart count "
+        f"{after['RestartCount']})"
+    )
+
+
+def test_stop_lets_streams_finish(stack):
+    """`docker compose stop vllm` while answers stream through the gateway: vLLM drains them
+    (SHUTDOWN_TIMEOUT, inside the stop grace period) and exits 0. Then `docker compose stop`
+    stops the rest."""
+    base = f"http://127.0.0.1:{stack.port}"
+    out: list = []
+    opened = threading.Semaphore(0)
+    threads = [
+        threading.Thread(target=stream, args=(base, stack.key, 300, out, opened)) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for _ in threads:
+        assert opened.acquire(timeout=120), f"a stream did not start: {out}"
+    t0 = time.monotonic()
+    r = stack.compose("stop", "vllm", timeout=180)
+    stopped = time.monotonic() - t0
+    for t in threads:
+        t.join(120)
+    assert r.returncode == 0, r.stderr
+    assert stack.state("vllm")["ExitCode"] == 0, stack.state("vllm")
+    assert sorted(o[0] for o in out) == ["done"] * 4, out
+    assert all(o[2] >= 300 for o in out), out
+    drained = "draining in-flight requests" in stack.logs("vllm") or "mode=drain" in stack.logs(
+        "vllm"
+    )
+    assert drained, stack.logs("vllm")[-3000:]
+    r = stack.compose("stop", timeout=300)
+    assert r.returncode == 0, r.stderr
+    print(
+        f"\ncompose stop vllm during 4 streams: all {len(out)} finished with [DONE] "
+        f"({[o[2] for o in out]} events); vllm exited 0 after {stopped:.1f}s"
+    )
 
 
 def test_faults(stack):
