@@ -224,9 +224,9 @@ $map    }
         error_page 405 @e405;
         error_page 408 @e408;
         error_page 413 @e413;
-        error_page 414 494 @e414;
+        error_page 414 494 =400 @e414;
         error_page 429 @e429;
-        error_page 500 502 503 504 @e503;
+        error_page 500 502 503 504 =503 @e503;  # one clean answer while vLLM is away
 
         # liveness for load balancers and healthchecks: no key needed, nothing else exposed
         location = /health {
@@ -247,7 +247,7 @@ $locations
         location @e405 { $(json_error 405 invalid_request_error "method not allowed on this route") }
         location @e408 { $(json_error 408 timeout_error "the request was not received in time (10 s for headers and between body reads)") }
         location @e413 { $(json_error 413 invalid_request_error "request body larger than $max_body (GATEWAY_MAX_BODY)") }
-        location @e414 { $(json_error 414 invalid_request_error "request line or headers too large") }
+        location @e414 { $(json_error 400 invalid_request_error "request line or headers too large") }
         location @e429 {
             add_header Retry-After 1 always;
             $(json_error 429 rate_limit_error "too many requests for this API key: at most $concurrent at once and $rate per second (burst $burst); retry after 1 s")

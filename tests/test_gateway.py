@@ -660,3 +660,74 @@ def test_graceful_stop_lets_streams_finish(vllm_server, tmp_path):
     assert all(r[2] >= 300 for r in results), results
     assert refused, "new connections are refused once the stop began"
     assert code == 0
+
+
+def test_tls_with_the_users_certificate(vllm_server, tmp_path):
+    """tls.crt + tls.key in GATEWAY_TLS_DIR: HTTPS only, with that certificate."""
+    nginx_or_skip()
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(tls / "tls.key"),
+            "-out",
+            str(tls / "tls.crt"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    gw = Gateway(
+        tmp_path,
+        vllm_server["base_url"].removeprefix("http://"),
+        [vllm_server["key"].strip()],
+        GATEWAY_TLS_DIR=str(tls),
+    ).start()
+    try:
+        url = f"https://127.0.0.1:{gw.port}"
+        with httpx.Client(verify=str(tls / "tls.crt"), timeout=60) as c:
+            assert c.get(url + "/v1/models", headers=gw.auth()).json()["data"][0]["id"] == MODEL
+            assert c.get(url + "/v1/models").status_code == 401
+        health = subprocess.run(
+            ["sh", str(ROOT / "gateway" / "run.sh"), "--health"],
+            env=gw.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert health.returncode == 0, health.stderr
+        with pytest.raises(httpx.HTTPError):  # no plain HTTP on the TLS port
+            httpx.get(f"http://127.0.0.1:{gw.port}/health", timeout=10).raise_for_status()
+    finally:
+        gw.stop()
+    assert "listening on https" in gw.log.read_text()
+
+
+def test_upstream_down_is_a_clean_503(tmp_path):
+    """vLLM not answering (starting, restarting, crashed): 503 with Retry-After and a JSON
+    message, not nginx's 502 page."""
+    nginx_or_skip()
+    gw = Gateway(tmp_path, f"127.0.0.1:{free_port()}", [secrets.token_urlsafe(32)]).start()
+    try:
+        for path in ("/health", "/v1/models"):
+            r = httpx.get(gw.url + path, headers=gw.auth(), timeout=30)
+            assert r.status_code == 503, (path, r.status_code, r.text)
+            assert r.headers["retry-after"] == "5" and "retry after 5 s" in error_message(r)
+    finally:
+        gw.stop()
+    assert '"GET /v1/models" 503' in gw.log.read_text()
