@@ -96,6 +96,16 @@ class Gateway:
             os.killpg(self.proc.pid, signal.SIGKILL)
             return self.proc.wait()
 
+    def script(self, *args: str) -> subprocess.CompletedProcess:
+        """gateway/run.sh with this gateway's settings (--render, --health)."""
+        return subprocess.run(
+            ["sh", str(ROOT / "gateway" / "run.sh"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
     def auth(self, i: int = 0) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[i]}"}
 
@@ -161,13 +171,7 @@ def error_message(r: httpx.Response) -> str:
 def test_bad_settings_are_refused_with_the_fix(tmp_path, setting, value, says):
     nginx_or_skip()
     gw = Gateway(tmp_path, "127.0.0.1:9", [secrets.token_urlsafe(32)], **{setting: value})
-    r = subprocess.run(
-        ["sh", str(ROOT / "gateway" / "run.sh"), "--render"],
-        env=gw.env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    r = gw.script("--render")
     assert r.returncode == 2, r.stdout + r.stderr
     assert says in r.stderr and r.stderr.startswith("gateway: "), r.stderr
 
@@ -180,13 +184,7 @@ def test_bad_settings_are_refused_with_the_fix(tmp_path, setting, value, says):
 def test_weak_or_unsafe_keys_are_refused(tmp_path, key, says):
     nginx_or_skip()
     gw = Gateway(tmp_path, "127.0.0.1:9", [key])
-    r = subprocess.run(
-        ["sh", str(ROOT / "gateway" / "run.sh"), "--render"],
-        env=gw.env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    r = gw.script("--render")
     assert r.returncode == 2 and says in r.stderr, r.stderr
     assert key not in r.stderr, "the message must not echo the key"
 
@@ -196,13 +194,7 @@ def test_rendered_config_keeps_keys_private(tmp_path):
     nginx_or_skip()
     key = secrets.token_urlsafe(32)
     gw = Gateway(tmp_path, "127.0.0.1:9", [key])
-    r = subprocess.run(
-        ["sh", str(ROOT / "gateway" / "run.sh"), "--render"],
-        env=gw.env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    r = gw.script("--render")
     assert r.returncode == 0, r.stderr
     conf = Path(r.stdout.strip())
     assert key in conf.read_text()
@@ -703,13 +695,7 @@ def test_tls_with_the_users_certificate(vllm_server, tmp_path):
         with httpx.Client(verify=str(tls / "tls.crt"), timeout=60) as c:
             assert c.get(url + "/v1/models", headers=gw.auth()).json()["data"][0]["id"] == MODEL
             assert c.get(url + "/v1/models").status_code == 401
-        health = subprocess.run(
-            ["sh", str(ROOT / "gateway" / "run.sh"), "--health"],
-            env=gw.env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        health = gw.script("--health")
         assert health.returncode == 0, health.stderr
         with pytest.raises(httpx.HTTPError):  # no plain HTTP on the TLS port
             httpx.get(f"http://127.0.0.1:{gw.port}/health", timeout=10).raise_for_status()
