@@ -344,7 +344,16 @@ def stack(tmp_path_factory, request):
         t = s.times
         if t:
             print("\ntimes: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()))
-        r = s.compose("down", "-v", "--remove-orphans", "-t", "10", timeout=300, quiet=True)
+        r = s.compose(
+            "down",
+            "-v",
+            "--remove-orphans",
+            "-t",
+            "10",
+            timeout=300,
+            quiet=True,
+            COMPOSE_PROFILES="offline-hub,monitoring",
+        )  # the profiles' services too
         print(f"down -v: rc {r.returncode}")
 
 
