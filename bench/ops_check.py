@@ -22,7 +22,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-PORT = 8000
+from bench.gpu_session import PORT, wait_ready
+
 BASE = f"http://127.0.0.1:{PORT}"
 
 
@@ -99,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     log = opts.out / "serve.log"
     res: dict = {}
-    t0 = time.monotonic()
     with open(log, "w") as f:
         proc = subprocess.Popen(
             [sys.executable, "-m", "scripts.serve"],
@@ -109,20 +109,12 @@ def main(argv: list[str] | None = None) -> int:
             start_new_session=True,
         )
     try:
-        while True:
-            if proc.poll() is not None:
-                print(log.read_text()[-4000:])
-                res["exit_before_ready"] = proc.returncode
-                return 1
-            try:
-                with urllib.request.urlopen(BASE + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-            if time.monotonic() - t0 > 540:
-                raise TimeoutError("not ready in 540 s")
-        res["ready_s"] = round(time.monotonic() - t0, 1)
+        try:
+            res["ready_s"] = round(wait_ready(proc, timeout=540), 1)
+        except RuntimeError:  # exited before it was ready (the preflight, say)
+            print(log.read_text()[-4000:])
+            res["exit_before_ready"] = proc.returncode
+            return 1
         print(f"ready in {res['ready_s']} s", flush=True)
 
         # traffic, so every histogram and counter the dashboard reads has samples
