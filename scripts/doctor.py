@@ -38,7 +38,7 @@ from pathlib import Path
 
 from scripts import preflight
 from scripts.preflight import FAIL, OK, WARN, Gpu, Row
-from scripts.settings import FIELDS, Settings, SettingsError, load
+from scripts.settings import FIELDS, Settings, SettingsError, load, read_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "qwen3-vllm-stack"  # compose.yaml's `name:`
@@ -673,10 +673,9 @@ def check_api_key(f: Facts) -> Row:
     raw = f.merged.get("API_KEY_FILE") or "./secrets/api_key"
     path = Path(raw) if Path(raw).is_absolute() else ROOT / raw
     try:
-        lines = [ln.strip() for ln in f.host.read_text(str(path)).splitlines()]
+        keys = read_keys(f.host.read_text(str(path)))
     except OSError:
-        lines = []
-    keys = [ln for ln in lines if ln and not ln.startswith("#")]  # one key a line
+        keys = []
     if keys:
         return Row("API key", OK, f"{raw} holds {len(keys)} key(s)")
     return Row(

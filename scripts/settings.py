@@ -61,10 +61,8 @@ class Settings:
         """The API key, from the secret file if one is set (preferred), else from VLLM_API_KEY."""
         if self.api_key_file is not None:
             try:
-                lines = self.api_key_file.read_text().splitlines()
-                # one key per line (the gateway accepts them all); vLLM's own key is the first
-                keys = [k.strip() for k in lines if k.strip() and not k.strip().startswith("#")]
-                key = keys[0] if keys else ""
+                keys = read_keys(self.api_key_file.read_text())
+                key = keys[0] if keys else ""  # vLLM's own key is the first
             except OSError as e:
                 raise SettingsError(
                     f"API_KEY_FILE={self.api_key_file}: cannot read it ({e.strerror}); "
@@ -77,6 +75,13 @@ class Settings:
                 )
             return key
         return self.api_key
+
+
+def read_keys(text: str) -> list[str]:
+    """The keys in an API key file: one per line, blank lines and # comments skipped (the
+    gateway accepts them all; gateway/run.sh reads the file the same way)."""
+    lines = (line.strip() for line in text.splitlines())
+    return [k for k in lines if k and not k.startswith("#")]
 
 
 # (environment name, field, parser); parsers raise ValueError with the fix as the message

@@ -67,6 +67,11 @@ def test_api_key_file(tmp_path):
     key = tmp_path / "k"
     key.write_text("abc\n")
     assert load({"API_KEY_FILE": str(key)}).resolved_api_key() == "abc"
+    key.write_text("# clients\n\n  first-key  \nsecond-key\n")  # several keys: vLLM's is the first
+    assert load({"API_KEY_FILE": str(key)}).resolved_api_key() == "first-key"
+    key.write_text("# only a comment\n")
+    with pytest.raises(SettingsError, match="is empty"):
+        load({"API_KEY_FILE": str(key)}).resolved_api_key()
     key.write_text("")
     with pytest.raises(SettingsError, match="is empty"):
         load({"API_KEY_FILE": str(key)}).resolved_api_key()
