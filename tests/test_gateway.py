@@ -528,6 +528,14 @@ def test_slow_loris_clients_are_cut_off(gateway):
 # load and stop
 
 
+def answer_tokens(events: list[str]) -> int | None:
+    """completion_tokens from the usage chunk of a stream (stream_options.include_usage)."""
+    for line in reversed(events):
+        if line != "data: [DONE]" and (usage := json.loads(line[6:]).get("usage")):
+            return usage["completion_tokens"]
+    return None
+
+
 def stream_chat(
     url: str, headers: dict, max_tokens: int, results: list, ignore_eos=False, opened=None
 ) -> None:
@@ -536,6 +544,7 @@ def stream_chat(
         "stream": True,
         "max_tokens": max_tokens,
         "ignore_eos": ignore_eos,
+        "stream_options": {"include_usage": True},  # the last chunk counts the answer's tokens
         "messages": [{"role": "user", "content": THINK}],
     }
     t0 = time.monotonic()
@@ -566,7 +575,9 @@ def stream_chat(
                     if opened is not None and len(events) == 1:
                         opened.release()
             done = bool(events) and events[-1] == "data: [DONE]"
-            results.append(("done" if done else "cut", 200, len(events), "", time.monotonic() - t0))
+            tokens = answer_tokens(events)
+            secs = time.monotonic() - t0
+            results.append(("done" if done else "cut", 200, len(events), "", secs, tokens))
     except httpx.HTTPError as e:
         results.append(("error", 0, None, repr(e), time.monotonic() - t0))
 
@@ -646,10 +657,11 @@ def test_graceful_stop_lets_streams_finish(vllm_server, tmp_path):
     kinds = collections.Counter(r[0] for r in results)
     print(
         f"\ngraceful stop: {dict(kinds)} streams; events per stream "
-        f"{[r[2] for r in results]}; nginx exited {code} {exited:.1f}s after SIGQUIT"
+        f"{[r[2] for r in results]}, tokens {[r[5] for r in results]}; "
+        f"nginx exited {code} {exited:.1f}s after SIGQUIT"
     )
     assert kinds == {"done": 4}, results
-    assert all(r[2] >= 300 for r in results), results
+    assert all(r[5] == 300 for r in results), results  # every answer arrived whole
     assert refused, "new connections are refused once the stop began"
     assert code == 0
 
