@@ -2,7 +2,9 @@
 
     python -m bench.run --base-url http://127.0.0.1:8000 --label mine --out bench/results/mine.json
 
-Random data, 1000 tokens in / 500 out, EOS ignored, for each concurrency in --concurrency. The
+Random data, 1000 tokens in / 500 out, EOS ignored, for each concurrency in --concurrency. Every
+run draws fresh prompts (a new seed per concurrency, recorded): a rerun on a live server would
+otherwise hit the prefix cache with the same prompts and measure the cache, not the server. The
 output JSON keeps, per concurrency: output tok/s, TTFT, TPOT and ITL (mean, p50, p99). Run it
 inside the bundle's image (it has vLLM) against the stack, or anywhere vLLM is installed.
 `bench.report` turns one or more of these files into plots and a Markdown report.
@@ -14,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -38,6 +41,7 @@ def bench_once(
     num_prompts: int,
     input_len: int,
     output_len: int,
+    seed: int,
 ) -> dict:
     from vllm.benchmarks.serve import add_cli_args, main
     from vllm.utils.argparse_utils import FlexibleArgumentParser
@@ -50,7 +54,7 @@ def bench_once(
         "--random-input-len", str(input_len), "--random-output-len", str(output_len),
         "--ignore-eos", "--num-prompts", str(num_prompts), "--max-concurrency", str(concurrency),
         "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
-        "--disable-tqdm", "--num-warmups", str(min(concurrency, 8)),
+        "--disable-tqdm", "--num-warmups", str(min(concurrency, 8)), "--seed", str(seed),
     ])  # fmt: skip
     result = main(args)
     return {k: result[k] for k in KEEP if k in result}
@@ -81,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--input-len", type=int, default=1000)
     ap.add_argument("--output-len", type=int, default=500)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the number of requests")
+    ap.add_argument(
+        "--seed", type=int, default=None, help="first prompt seed (default: new every run)"
+    )
     ap.add_argument("--ready-s", type=float, default=None, help="time to ready to record")
     ap.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", type=Path, required=True)
@@ -103,9 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         "meta": dict(kv.split("=", 1) for kv in a.meta),
         "results": {},
     }
-    for c in (int(x) for x in a.concurrency.split(",")):
+    seed = secrets.randbelow(2**31) if a.seed is None else a.seed
+    for i, c in enumerate(int(x) for x in a.concurrency.split(",")):
         n = prompts_for(c, a.scale)
-        r = bench_once(a.base_url, a.model, a.tokenizer, c, n, a.input_len, a.output_len)
+        r = bench_once(a.base_url, a.model, a.tokenizer, c, n, a.input_len, a.output_len, seed + i)
+        r["seed"] = seed + i
         record["results"][str(c)] = r
         print(
             f"bench {a.label} C={c:<4} n={n:<4} out {r['output_throughput']:8.1f} tok/s  "

@@ -38,7 +38,7 @@ class Row:
 
 NVIDIA_SMI = (
     "nvidia-smi",
-    "--query-gpu=index,name,memory.total,memory.used,driver_version",
+    "--query-gpu=index,name,memory.total,memory.used,driver_version,uuid",
     "--format=csv,noheader,nounits",
 )
 
@@ -50,6 +50,7 @@ class Gpu:
     total_mib: int | None  # None where nvidia-smi says [N/A] (e.g. MIG mode)
     used_mib: int | None
     driver: str
+    uuid: str = ""
 
 
 def _mib(raw: str) -> int | None:
@@ -61,19 +62,41 @@ def _mib(raw: str) -> int | None:
 
 
 def parse_gpus(text: str) -> list[Gpu]:
-    """Rows of `nvidia-smi --query-gpu=index,name,memory.total,memory.used,driver_version
-    --format=csv,noheader,nounits`, e.g. `0, NVIDIA H100 80GB HBM3, 81559, 0, 580.159.04`.
-    Raises ValueError on a line of another shape."""
+    """Rows of `nvidia-smi --query-gpu=index,name,memory.total,memory.used,driver_version[,uuid]
+    --format=csv,noheader,nounits`, e.g. `0, NVIDIA H100 80GB HBM3, 81559, 0, 580.159.04, GPU-..`
+    (recordings without the uuid column parse too). Raises ValueError on a line of another shape."""
     gpus = []
     for line in text.splitlines():
         if not line.strip():
             continue
         parts = [p.strip() for p in line.split(",")]
+        uuid = parts.pop() if parts[-1].startswith(("GPU-", "MIG-")) else ""
         if len(parts) < 5 or not parts[0].isdigit():
             raise ValueError(f"unexpected nvidia-smi line: {line.strip()!r}")
         name = ", ".join(parts[1:-3])  # a name with a comma in it stays whole
-        gpus.append(Gpu(int(parts[0]), name, _mib(parts[-3]), _mib(parts[-2]), parts[-1]))
+        gpus.append(Gpu(int(parts[0]), name, _mib(parts[-3]), _mib(parts[-2]), parts[-1], uuid))
     return gpus
+
+
+def visible(gpus: Sequence[Gpu], env: Mapping[str, str], names: Sequence[str]) -> list[Gpu]:
+    """The GPUs a process may use, in its order: the first of `names` (CUDA_VISIBLE_DEVICES,
+    NVIDIA_VISIBLE_DEVICES) that is set, as indexes or UUID prefixes; unset or `all`: every GPU.
+    nvidia-smi lists every GPU of the host whatever those say, so a busy GPU 0 must not stop a
+    server started on GPU 1."""
+    for name in names:
+        raw = env.get(name)
+        if raw is None or raw.strip() in ("", "all"):
+            continue
+        chosen = []
+        for item in (x.strip() for x in raw.split(",")):
+            if item.isdigit():
+                chosen += [g for g in gpus if g.index == int(item)]
+            elif item.startswith(("GPU-", "MIG-")):
+                chosen += [g for g in gpus if g.uuid and g.uuid.startswith(item)]
+            else:  # "none", "void", "-1": CUDA stops at the first entry it cannot use
+                break
+        return chosen
+    return list(gpus)
 
 
 def query_gpus(timeout: float = 30) -> tuple[list[Gpu] | None, str]:
@@ -215,9 +238,11 @@ def largest_tp(n: int, kv_heads: int = 8) -> int:
 
 
 def check_gpu_count(tp: int, gpus: Sequence[Gpu], gpu_count: int | None = None) -> Row:
-    """Enough GPUs for TENSOR_PARALLEL_SIZE; on the host also GPU_COUNT (what compose reserves:
-    Docker hands the container GPUs 0..GPU_COUNT-1). gpu_count None: inside the container."""
+    """Enough GPUs for GPU_COUNT (TENSOR_PARALLEL_SIZE x data-parallel replicas) among those
+    visible: on the host, those Docker can reserve; in the container, those it was handed.
+    gpu_count None: TENSOR_PARALLEL_SIZE alone."""
     n = len(gpus)
+    need = tp if gpu_count is None else gpu_count
     if n == 0:
         return Row("GPU count", FAIL, "no NVIDIA GPU visible", _NO_GPU_FIX)
     if n < tp:
@@ -228,27 +253,19 @@ def check_gpu_count(tp: int, gpus: Sequence[Gpu], gpu_count: int | None = None) 
             f"set TENSOR_PARALLEL_SIZE={fit} and GPU_COUNT={fit} in .env",
             {"TENSOR_PARALLEL_SIZE": str(fit), "GPU_COUNT": str(fit)},
         )  # fmt: skip
-    if gpu_count is None:
-        return Row("GPU count", OK, f"{n} GPU(s) visible, TENSOR_PARALLEL_SIZE={tp}")
-    if gpu_count > n:
+    if need > n:
+        fit = n // tp * tp
         return Row(
             "GPU count", FAIL,
-            f"GPU_COUNT={gpu_count} but this host has {n} GPU(s): Docker cannot reserve them",
-            f"set GPU_COUNT={tp} in .env", {"GPU_COUNT": str(tp)},
+            f"GPU_COUNT={need} but {n} GPU(s) visible: {need // tp} replica(s) of "
+            f"TENSOR_PARALLEL_SIZE={tp} do not fit",
+            f"set GPU_COUNT={fit} in .env", {"GPU_COUNT": str(fit)},
         )  # fmt: skip
-    if gpu_count < tp:
-        return Row(
-            "GPU count", FAIL,
-            f"GPU_COUNT={gpu_count} reserves fewer GPUs than TENSOR_PARALLEL_SIZE={tp} uses",
-            f"set GPU_COUNT={tp} in .env", {"GPU_COUNT": str(tp)},
-        )  # fmt: skip
-    if gpu_count > tp:
-        return Row(
-            "GPU count", WARN,
-            f"GPU_COUNT={gpu_count} reserves more GPUs than TENSOR_PARALLEL_SIZE={tp} uses",
-            f"set GPU_COUNT={tp} in .env (or TENSOR_PARALLEL_SIZE={largest_tp(gpu_count)})",
-        )  # fmt: skip
-    return Row("GPU count", OK, f"{n} GPU(s) on the host; GPU_COUNT={gpu_count}, TP={tp}")
+    dp = need // tp
+    return Row(
+        "GPU count", OK,
+        f"{n} GPU(s) visible; GPU_COUNT={need}: {dp} replica(s) x TENSOR_PARALLEL_SIZE={tp}",
+    )  # fmt: skip
 
 
 # --- what the model needs -----------------------------------------------------------------------
@@ -463,7 +480,7 @@ def check_gpu_memory(
     than 8 full sequences fit."""
     name = "GPU memory"
     tp = s.tensor_parallel_size if tp is None else tp
-    used = list(gpus[:tp])
+    used = list(gpus[: max(tp, s.gpu_count)])  # every replica's GPUs hold a whole copy
     if not used:
         return Row(name, WARN, "not checked: no GPU information", "see the GPU rows above")
     if shape is None:
@@ -519,7 +536,7 @@ def check_gpu_memory(
 def check_gpu_free(s: Settings, gpus: Sequence[Gpu], shape: ModelShape | None = None) -> Row:
     """Memory other processes hold: vLLM needs GPU_MEMORY_UTILIZATION x total free at start."""
     name = "GPU free memory"
-    used = [g for g in gpus[: s.tensor_parallel_size] if g.total_mib and g.used_mib is not None]
+    used = [g for g in gpus[: s.gpu_count] if g.total_mib and g.used_mib is not None]
     if not used:
         return Row(name, WARN, "not checked: no GPU memory information", "")
     util = s.gpu_memory_utilization
@@ -592,9 +609,10 @@ def container_rows(
     comes from the image's CUDA_VERSION (compose does not pass TRACK to the container)."""
     track = track_from_cuda_version(env.get("CUDA_VERSION", ""), s.track)
     shape = model_shape(s, config_text)
+    gpus = visible(gpus, env, ("CUDA_VISIBLE_DEVICES",))  # the runtime applied NVIDIA_VISIBLE_..
     return [
         check_driver(track, gpus),
-        check_gpu_count(s.tensor_parallel_size, gpus),
+        check_gpu_count(s.tensor_parallel_size, gpus, s.gpu_count),
         check_gpu_memory(s, gpus, shape),
         check_gpu_free(s, gpus, shape),
     ]

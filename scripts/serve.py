@@ -48,6 +48,8 @@ def build_args(s: Settings, model: Path | None = None) -> list[str]:
         args += ["--shutdown-timeout", str(s.shutdown_timeout)]
     if s.tensor_parallel_size > 1:
         args += ["--tensor-parallel-size", str(s.tensor_parallel_size)]
+    if s.data_parallel_size > 1:  # one server, vLLM's own balancer over its engines
+        args += ["--data-parallel-size", str(s.data_parallel_size)]
     if s.reasoning_parser:
         args += ["--reasoning-parser", s.reasoning_parser]
     if s.tool_call_parser:

@@ -16,6 +16,7 @@ PROFILES = ("plain", "default", "latency", "throughput", "fp8")
 SOURCES = ("modelscope", "huggingface")
 DEVICES = ("cuda", "cpu")
 TRACKS = ("cu124", "cu130")
+ROUTER_POLICIES = ("power_of_two", "round_robin", "cache_aware", "consistent_hash", "random")
 LOAD_FORMATS = ("auto", "safetensors", "dummy")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 
@@ -35,6 +36,7 @@ class Settings:
     max_model_len: int = 8192
     gpu_memory_utilization: float = 0.90
     tensor_parallel_size: int = 1
+    gpu_count: int = 1  # GPUs the vllm service reserves: GPU_COUNT / TP data-parallel replicas
     reasoning_parser: str = "qwen3"
     tool_call_parser: str = "hermes"
     profile: str = "default"
@@ -49,8 +51,15 @@ class Settings:
     shutdown_timeout: int = 30
     max_n: int = 16  # most choices (`n`) one request may ask for
     api_docs: int = 0  # 1: vLLM serves /openapi.json and /docs (behind the gateway: never public)
+    router_policy: str = "power_of_two"  # how vllm-router picks a replica (router profile)
+    router_workers: tuple[str, ...] = ()  # replica URLs; empty: vllm-0.. from GPU_COUNT / TP
     preflight: int = 1  # 0 skips the GPU checks serve runs before vLLM (scripts/preflight.py)
     extra_args: tuple[str, ...] = ()
+
+    @property
+    def data_parallel_size(self) -> int:
+        """vLLM data-parallel replicas in one server: every reserved GPU used, TP GPUs each."""
+        return self.gpu_count // self.tensor_parallel_size if self.device == "cuda" else 1
 
     @property
     def model_path(self) -> Path:
@@ -156,6 +165,16 @@ def _extra(raw: str) -> tuple[str, ...]:
         raise ValueError(f"is not valid shell words ({e})") from None
 
 
+def _urls(raw: str) -> tuple[str, ...]:
+    urls = tuple(raw.split())
+    for url in urls:
+        if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?/?", url):
+            raise ValueError(
+                f"has {url!r}: each worker must be http(s)://HOST:PORT, e.g. http://10.0.0.2:8000"
+            )
+    return urls
+
+
 def _revision(raw: str) -> str:
     if not re.fullmatch(r"[\w./-]{1,100}", raw):
         raise ValueError("must be a branch, tag or commit, e.g. master")
@@ -172,6 +191,7 @@ FIELDS: list[tuple[str, str, object]] = [
     ("MAX_MODEL_LEN", "max_model_len", _int_range(256, 40960)),
     ("GPU_MEMORY_UTILIZATION", "gpu_memory_utilization", _fraction),
     ("TENSOR_PARALLEL_SIZE", "tensor_parallel_size", _tensor_parallel),
+    ("GPU_COUNT", "gpu_count", _int_range(1, 64)),
     ("REASONING_PARSER", "reasoning_parser", _parser_name),
     ("TOOL_CALL_PARSER", "tool_call_parser", _parser_name),
     ("SERVE_PROFILE", "profile", _choice(PROFILES)),
@@ -186,6 +206,8 @@ FIELDS: list[tuple[str, str, object]] = [
     ("SHUTDOWN_TIMEOUT", "shutdown_timeout", _int_range(0, 3600)),
     ("MAX_N", "max_n", _int_range(1, 128)),
     ("API_DOCS", "api_docs", _int_range(0, 1)),
+    ("ROUTER_POLICY", "router_policy", _choice(ROUTER_POLICIES)),
+    ("ROUTER_WORKERS", "router_workers", _urls),
     ("PREFLIGHT", "preflight", _int_range(0, 1)),
     ("SERVE_EXTRA_ARGS", "extra_args", _extra),
 ]
@@ -211,5 +233,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if s.profile == "fp8" and s.device == "cpu":
         raise SettingsError(
             "SERVE_PROFILE=fp8 needs a GPU; use SERVE_PROFILE=default with SERVE_DEVICE=cpu"
+        )
+    if s.device == "cuda" and s.gpu_count % s.tensor_parallel_size:
+        tp, n = s.tensor_parallel_size, s.gpu_count
+        raise SettingsError(
+            f"GPU_COUNT={n} is not a multiple of TENSOR_PARALLEL_SIZE={tp}: each data-parallel "
+            f"replica takes {tp} GPUs; fix: GPU_COUNT={max(tp, n // tp * tp)} in .env "
+            f"(or TENSOR_PARALLEL_SIZE=1)"
         )
     return s

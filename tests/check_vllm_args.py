@@ -34,8 +34,9 @@ def cases():
         for profile in PROFILE_FLAGS:
             if device == "cpu" and profile == "fp8":
                 continue
+            # GPU_COUNT=4 with TP=2: two data-parallel replicas (--data-parallel-size 2)
             env = {"SERVE_DEVICE": device, "SERVE_PROFILE": profile, "TENSOR_PARALLEL_SIZE": "2",
-                   "API_KEY_FILE": "/run/secrets/api_key"}  # fmt: skip
+                   "GPU_COUNT": "4", "API_KEY_FILE": "/run/secrets/api_key"}  # fmt: skip
             yield f"{device}/{profile}", load(env)
 
 
@@ -56,6 +57,8 @@ def main() -> int:
             continue
         assert ns.max_model_len == settings.max_model_len, name
         assert ns.served_model_name == [settings.served_model_name], name
+        assert ns.tensor_parallel_size == 2, name
+        assert ns.data_parallel_size == settings.data_parallel_size, name
         checked += 1
     print(json.dumps({"vllm": vllm.__version__, "accepted": checked, "refused": failures}))
     return 1 if failures else 0
