@@ -23,7 +23,7 @@ def load(folder: Path) -> dict[str, dict]:
     runs = {}
     for path in sorted(folder.glob("*.json")):
         record = json.loads(path.read_text())
-        if record.get("results"):
+        if isinstance(record, dict) and record.get("results"):  # bench.run records only
             runs[record["label"]] = record
     return runs
 
@@ -63,6 +63,7 @@ def goals(runs: dict[str, dict], base: str) -> list[tuple[str, str, bool | None]
                 tpot <= 1.25 * floor,
             )
         )
+    out += scale_goals(runs, base)
     for name, r in runs.items():
         if r.get("warm_ready_s") and r.get("ready_s"):
             ratio = r["warm_ready_s"] / r["ready_s"]
@@ -73,6 +74,47 @@ def goals(runs: dict[str, dict], base: str) -> list[tuple[str, str, bool | None]
                     ratio <= 0.3,
                 )
             )
+    return out
+
+
+def scale_goals(runs: dict[str, dict], base: str) -> list[tuple[str, str, bool | None]]:
+    """Goals of the scale-out session (bench.scale_out; issue "Scale out"): `base` is one GPU
+    (tp1); dpN / routerN / tpN use N GPUs; router1 is the router over one replica."""
+
+    def ratio(a: str, b: str, c: int, key: str = "output_throughput") -> float | None:
+        x, y = runs.get(a), runs.get(b)
+        if not (x and y and metric(x, c, key) and metric(y, c, key)):
+            return None
+        return metric(x, c, key) / metric(y, c, key)
+
+    out: list[tuple[str, str, bool | None]] = []
+    for name, goal, a, b, c, key, want in (
+        ("data parallel 2 vs 1 GPU, tok/s at C=128", ">= 1.9x", "dp2", base, 128, None, 1.9),
+        ("data parallel 2 (C=128) vs 1 GPU at the same load per GPU (C=64)", "", "dp2", base,
+         (128, 64), None, None),
+        ("router over 2 replicas vs 1, tok/s at C=128", ">= 1.9x", "router2", "router1", 128,
+         None, 1.9),
+        ("tensor parallel 2: TPOT p50 at C=1 vs 1 GPU", "<= 0.65x", "tp2", base, 1,
+         "median_tpot_ms", -0.65),
+    ):  # fmt: skip
+        if isinstance(c, tuple):
+            x, y = runs.get(a), runs.get(b)
+            if (
+                x
+                and y
+                and metric(x, c[0], "output_throughput")
+                and metric(y, c[1], "output_throughput")
+            ):
+                r = metric(x, c[0], "output_throughput") / metric(y, c[1], "output_throughput")
+                out.append((name, f"{r:.2f}x (no goal: the capacity view)", True))
+            continue
+        r = ratio(a, b, c, key or "output_throughput")
+        if r is None:
+            if a in runs or b in runs:
+                out.append((f"{name} {goal}", f"not measured ({a} or {b} missing)", None))
+            continue
+        met = r <= -want if want < 0 else r >= want
+        out.append((f"{name} {goal}", f"{r:.3f}x", met))
     return out
 
 
@@ -145,7 +187,8 @@ def markdown(runs: dict[str, dict], rows, images: list[str]) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "## Goals", "", "| goal | measured | met |", "|---|---|---|"]
     for goal, measured, met in rows:
-        lines.append(f"| {goal} | {measured} | {'yes' if met else 'NO'} |")
+        verdict = "not run" if met is None else "yes" if met else "NO"
+        lines.append(f"| {goal} | {measured} | {verdict} |")
     lines += [""] + [f"![{i}]({i})" for i in images] + [""]
     return "\n".join(lines)
 
@@ -167,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         text = intro.read_text().rstrip() + "\n\n" + text
     (a.folder / "REPORT.md").write_text(text)
     for goal, measured, met in rows:
-        print(f"{'met ' if met else 'MISS'}  {goal}: {measured}")
+        print(f"{'----' if met is None else 'met ' if met else 'MISS'}  {goal}: {measured}")
     return 0
 
 

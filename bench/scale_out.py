@@ -9,7 +9,7 @@ first run, in this one session.
 Phases (each stops what it started):
 - `replicas`: one TP=1 server per GPU (CUDA_VISIBLE_DEVICES), each under a restart loop that
   stands in for Compose's `restart: unless-stopped`. The first one alone is the 1-GPU baseline
-  (C=1, 64, 128); then vllm-router over the first replica only and over all of them (C=64, 128),
+  (C=1, 64, 128); then vllm-router over the first replica only and over all of them (C=128),
   the smoke suite through the router, and SIGKILL of the last replica's process group under C=64
   streaming load through the router: requests failed, time until new requests all succeed, the
   restart, and the router taking it back (its own health checks).
@@ -109,6 +109,21 @@ def healthy(port: int, path: str = "/health") -> bool:
         return False
 
 
+def wait_gpus_free(limit_mib: int = 2048, timeout: float = 120) -> None:
+    """Wait until every GPU is (nearly) empty: a stopped server's engines release their memory
+    some seconds after it exits, and the serve preflight refuses to start beside them."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        r = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if r.returncode == 0 and all(int(x) < limit_mib for x in r.stdout.split()):
+            return
+        time.sleep(1)
+    log(f"GPUs still hold memory after {timeout:.0f} s: {r.stdout.split()}")
+
+
 def wait_healthy(servers: list[Server], timeout: float = 900) -> dict[str, float]:
     """Seconds from each server's last start to its /health answering 200."""
     t0, ready = time.monotonic(), {}
@@ -187,6 +202,7 @@ class Session:
     # --- phases ---------------------------------------------------------------------------------
 
     def replicas(self) -> None:
+        wait_gpus_free()
         servers = [
             Server(
                 f"replica{i}",
@@ -227,6 +243,7 @@ class Session:
                 s.stop()
 
     def single(self, label: str, tp: int, concurrency: str, cache_label: str) -> None:
+        wait_gpus_free()
         n = self.n_gpus
         s = Server(
             label, 8000,

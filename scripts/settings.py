@@ -16,7 +16,7 @@ PROFILES = ("plain", "default", "latency", "throughput", "fp8")
 SOURCES = ("modelscope", "huggingface")
 DEVICES = ("cuda", "cpu")
 TRACKS = ("cu124", "cu130")
-ROUTER_POLICIES = ("power_of_two", "round_robin", "cache_aware", "consistent_hash", "random")
+ROUTER_POLICIES = ("round_robin", "power_of_two", "cache_aware", "consistent_hash", "random")
 LOAD_FORMATS = ("auto", "safetensors", "dummy")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 
@@ -51,7 +51,10 @@ class Settings:
     shutdown_timeout: int = 30
     max_n: int = 16  # most choices (`n`) one request may ask for
     api_docs: int = 0  # 1: vLLM serves /openapi.json and /docs (behind the gateway: never public)
-    router_policy: str = "power_of_two"  # how vllm-router picks a replica (router profile)
+    # how vllm-router picks a replica (router profile). round_robin: on 2 x H100 power_of_two's
+    # in-flight count for one replica stopped coming down and it got half the load
+    # (bench/results/2026-11-25-h100x2/NOTES.md)
+    router_policy: str = "round_robin"
     router_workers: tuple[str, ...] = ()  # replica URLs; empty: vllm-0.. from GPU_COUNT / TP
     preflight: int = 1  # 0 skips the GPU checks serve runs before vLLM (scripts/preflight.py)
     extra_args: tuple[str, ...] = ()
