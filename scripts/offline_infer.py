@@ -1,5 +1,6 @@
 """The tutorial's vllm_model.py: offline inference with `LLM` + `SamplingParams`, thinking on and
-off, each with Qwen3's recommended sampling. Uses the downloaded model from the settings.
+off, each with Qwen3's recommended sampling. Uses the downloaded model from the settings and the
+server's engine arguments (scripts/vllm_args.py), profile included.
 
     python -m scripts.offline_infer ["your prompt"]
 """
@@ -10,6 +11,7 @@ import sys
 
 from scripts import manifest
 from scripts.settings import SettingsError, load
+from scripts.vllm_args import llm_kwargs
 
 # Qwen3's recommended sampling (the tutorial's comments): thinking vs non-thinking mode
 SAMPLING = {
@@ -31,15 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from vllm import LLM, SamplingParams
 
-    dtype = "float32" if s.device == "cpu" and s.dtype == "auto" else s.dtype
-    llm = LLM(
-        model=str(s.model_path),
-        max_model_len=s.max_model_len,
-        dtype=dtype,
-        gpu_memory_utilization=s.gpu_memory_utilization,
-        tensor_parallel_size=s.tensor_parallel_size,
-        load_format=s.load_format,
-    )
+    llm = LLM(**llm_kwargs(s))  # the server's engine arguments (scripts/vllm_args.py)
     tokenizer = llm.get_tokenizer()
     for thinking in (True, False):
         text = tokenizer.apply_chat_template(

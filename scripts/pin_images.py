@@ -14,6 +14,8 @@ Where it looks (the GPU files; compose.cpu.yaml builds its images locally):
   Dockerfile     `ARG ..._IMAGE=X`, `FROM X` (not `FROM ${VAR}` nor an earlier stage) and
                  `COPY --from=X`
   .env.example   `..._IMAGE=X` and the commented alternatives `# ..._IMAGE=X`
+  scripts/settings.py   quoted references on lines ending `pinned image` (the settings
+                 registry's TRACK_IMAGES, GATEWAY_IMAGE; .env.example is generated from it)
 Images built here (names starting `qwen3-vllm-stack`) are skipped. Other files may be named as
 arguments (paths relative to --root); their kind comes from the name (compose*.y[a]ml,
 Dockerfile*, .env*).
@@ -56,7 +58,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_FILES = ("compose.yaml", "Dockerfile", ".env.example")
+DEFAULT_FILES = ("compose.yaml", "Dockerfile", ".env.example", "scripts/settings.py")
 LOCAL_PREFIX = "qwen3-vllm-stack"
 
 DOCKER_HUB = "docker.io"
@@ -72,6 +74,8 @@ MANIFEST_TYPES = (
 USER_AGENT = "qwen3-vllm-stack-pin-images/1"
 
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+# a quoted image reference on a line marked `pinned image` (scripts/settings.py's registry)
+PYTHON_IMAGE = re.compile(r'"(?P<ref>[a-z0-9][\w./-]*:[\w.-]+(?:@sha256:[0-9a-f]{64})?)"')
 # One image reference as written: stops at whitespace, quotes, `}` and `#`.
 TOKEN = r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*"
 NAME_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
@@ -176,6 +180,8 @@ def kind_of(path: str) -> str | None:
         return "dockerfile"
     if base.startswith(".env") or base.endswith(".env"):
         return "env"
+    if base.endswith(".py"):
+        return "python"
     return None
 
 
@@ -201,6 +207,8 @@ def find_in_line(kind: str, line: str, stages: set[str]) -> list[tuple[int, int,
             hits.append(m)
     elif kind == "env":
         hits += ENV_ASSIGN.finditer(line)
+    elif kind == "python" and line.rstrip().endswith("pinned image"):
+        hits += PYTHON_IMAGE.finditer(line)
     spans = {}
     for m in hits:
         start, end = m.start("ref"), m.end("ref")
@@ -224,8 +232,8 @@ def find_references(
         kind = kind_of(rel)
         if kind is None:
             raise PinError(
-                f"{rel}: not a compose file, Dockerfile or .env file",
-                "name files compose*.yaml, Dockerfile* or .env*",
+                f"{rel}: not a compose file, Dockerfile, .env or Python file",
+                "name files compose*.yaml, Dockerfile*, .env* or *.py",
             )
         text = texts[rel] = read_text(root / rel)
         stages: set[str] = set()

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from scripts.settings import Settings
+from scripts import vllm_args
+from scripts.settings import TRACK_IMAGES, Settings
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 GIB = 1 << 30
@@ -130,13 +131,6 @@ def query_gpus(timeout: float = 30) -> tuple[list[Gpu] | None, str]:
 CU124_DRIVER = (550, 54, 14)
 CUDA12_FLOOR = 525
 CU130_DRIVER = 580
-TRACK_IMAGES = {
-    # the same pins as .env.example (scripts/pin_images.py refreshes those; keep these equal)
-    "cu124": "nvidia/cuda:12.4.1-base-ubuntu22.04"
-    "@sha256:0f6bfcbf267e65123bcc2287e2153dedfc0f24772fb5ce84afe16ac4b2fada95",
-    "cu130": "nvidia/cuda:13.0.1-base-ubuntu24.04"
-    "@sha256:f8ef28f579ea42a44b415d2c5d46f788e6a9b395c6c83f2929416e1fc192c143",
-}
 TRACK_CUDA_MAJOR = {"cu124": 12, "cu130": 13}
 
 
@@ -146,10 +140,6 @@ def parse_version(raw: str) -> tuple[int, ...]:
     if not raw.strip() or not all(p.isdigit() for p in parts):
         raise ValueError(f"not a version: {raw!r}")
     return tuple(int(p) for p in parts)
-
-
-def dotted(v: Sequence[int]) -> str:
-    return ".".join(str(p) for p in v)
 
 
 def cu124_switch() -> dict[str, str]:
@@ -372,18 +362,6 @@ CONTEXT_MIB = 530
 RESERVED_MIB = 480
 MAX_LEN_CAP = QWEN3_8B.max_position
 WARN_SEQS = 8
-KV_FP8_PROFILES = ("default", "throughput", "fp8")
-
-
-def _flag(args: Sequence[str], name: str) -> str | None:
-    """The last value of `--name X` or `--name=X` in an argument list."""
-    value = None
-    for i, a in enumerate(args):
-        if a == name and i + 1 < len(args):
-            value = args[i + 1]
-        elif a.startswith(name + "="):
-            value = a.split("=", 1)[1]
-    return value
 
 
 @dataclass(frozen=True)
@@ -406,15 +384,14 @@ class Need:
 def model_memory_need(
     s: Settings, shape: ModelShape, profile: str | None = None, tp: int | None = None
 ) -> Need:
-    """Bytes per GPU for the weights and per token of KV cache, for this profile and TP."""
+    """Bytes per GPU for the weights and per token of KV cache, for this profile and TP: read
+    off the vLLM argument list scripts/vllm_args.py builds for them (profile flags, then
+    SERVE_EXTRA_ARGS), so the estimate and what vLLM is told cannot disagree."""
     profile = s.profile if profile is None else profile
     tp = s.tensor_parallel_size if tp is None else tp
-    extra = s.extra_args
-    fp8_w = profile == "fp8" or _flag(extra, "--quantization") == "fp8"
-    kv_flag = _flag(extra, "--kv-cache-dtype")
-    fp8_kv = kv_flag.startswith("fp8") if kv_flag else profile in KV_FP8_PROFILES
-    dtype = _flag(extra, "--dtype") or s.dtype
-    dbytes = DTYPE_BYTES.get(dtype, shape.dtype_bytes)
+    args = vllm_args.build_args(replace(s, profile=profile, tensor_parallel_size=tp))
+    fp8_w, fp8_kv = vllm_args.fp8_weights(args), vllm_args.fp8_kv_cache(args)
+    dbytes = DTYPE_BYTES.get(vllm_args.flag(args, "--dtype") or "auto", shape.dtype_bytes)
     weights = shape.weight_bytes(fp8=fp8_w, dtype_bytes=dbytes)
     kv = shape.kv_bytes_per_token(1 if fp8_kv else dbytes)
     return Need(math.ceil(weights / tp), math.ceil(kv / tp), fp8_w, fp8_kv, tp)
@@ -647,8 +624,3 @@ def container_check(
     if not ok:
         say("serve: preflight: set PREFLIGHT=0 to start vLLM anyway")
     return ok
-
-
-def worst(rows: Iterable[Row]) -> str:
-    statuses = {r.status for r in rows}
-    return FAIL if FAIL in statuses else WARN if WARN in statuses else OK

