@@ -17,6 +17,9 @@ import argparse
 import os
 import shlex
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 
 from scripts.settings import Settings, SettingsError, load
 
@@ -30,6 +33,37 @@ def workers(s: Settings) -> list[str]:
     if s.router_workers:
         return [w.rstrip("/") for w in s.router_workers]
     return [f"http://vllm-{i}:8000" for i in range(s.gpu_count // s.tensor_parallel_size)]
+
+
+class WorkerError(Exception):
+    """str(): one line naming ROUTER_WORKERS and the fix."""
+
+
+def check_workers(s: Settings, local: list[str] | None = None, timeout: float = 5) -> None:
+    """Every worker that is not one of this host's replicas (`local`, which may still be
+    starting) must answer GET /health now (another host's gateway: 200, or 503 while its vLLM
+    loads): a typo or a host that is down stops the start with one line instead of a router
+    that waits half an hour for it."""
+    if local is None:
+        local = [f"vllm-{i}" for i in range(s.gpu_count // s.tensor_parallel_size)]
+    for url in workers(s):
+        if (urllib.parse.urlsplit(url).hostname or "") in local:
+            continue
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=timeout) as r:
+                status = r.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            status, why = None, str(getattr(e, "reason", e))
+        if status in (200, 503):
+            continue
+        why = f"HTTP {status} from /health" if status is not None else why
+        raise WorkerError(
+            f"ROUTER_WORKERS: {url} does not answer as a qwen3-vllm-stack gateway ({why}); fix: "
+            "start that host's stack or correct its address in ROUTER_WORKERS in .env (each "
+            "host's gateway: http(s)://HOST:PORT)"
+        )
 
 
 def build_args(
@@ -75,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     if opts.print:
         print(shlex.join(cmd))
         return 0
+    try:
+        check_workers(s)
+    except WorkerError as e:
+        print(f"router: {e}", file=sys.stderr)
+        return 2
     print(f"router: {shlex.join(cmd)}", file=sys.stderr, flush=True)
     os.execvp(cmd[0], cmd)
 

@@ -812,3 +812,109 @@ def test_faults(stack):
     assert r.returncode == 0, r.stderr
     assert stack.wait_exit("download", 300) == 0
     assert "nothing to download" in stack.logs("download")
+
+
+def replica_count(stack: Stack, service: str) -> float:
+    """Requests a replica finished (vllm:request_success_total), read inside its container."""
+    r = stack.compose("exec", "-T", service, "curl", "-fsS", "http://127.0.0.1:8000/metrics",
+                      quiet=True)  # fmt: skip
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in r.stdout.splitlines()
+        if line.startswith("vllm:request_success_total{")
+    )
+
+
+def router_workers(stack: Stack) -> dict[str, bool]:
+    r = stack.compose("exec", "-T", "vllm", "curl", "-fsS", "http://127.0.0.1:8000/workers",
+                      quiet=True)  # fmt: skip
+    if r.returncode:
+        return {}
+    return {w["url"]: w["is_healthy"] for w in json.loads(r.stdout)["workers"]}
+
+
+def chat(base: str, key: str) -> int:
+    try:
+        r = httpx.post(base + "/v1/chat/completions", timeout=120,
+                       headers={"Authorization": f"Bearer {key}"},
+                       json={"model": "Qwen3-8B", "max_tokens": 32,
+                             "messages": [{"role": "user", "content": THINK}]})  # fmt: skip
+    except httpx.HTTPError:
+        return 0
+    return r.status_code
+
+
+def test_router_profile_two_replicas(stack, tmp_path):
+    """GPU_COUNT=2 on the CPU override: `scripts.replicas` writes two vllm replicas and turns
+    `vllm` into vllm-router; `up` brings gateway -> router -> replicas up and smoke passes
+    through them; SIGKILL of one replica while answers stream: only its own streams are cut, new
+    requests keep succeeding, and the replica comes back (restart policy) and is taken back by
+    the router's own health checks."""
+    stack.compose("down", "-t", "30", timeout=300, check=True)
+    out = tmp_path / "compose.router.yaml"
+    files = [*FILES[1::2], *stack.host_files[1::2]]
+    env = {**stack.env, "GPU_COUNT": "2"}
+    r = sh([sys.executable, "-m", "scripts.replicas", *(a for f in files for a in ("-f", f)),
+            "--out", str(out)], env=env, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    print(f"\n{r.stdout.strip()}")
+    saved_env, saved_files = stack.env, stack.host_files
+    stack.env, stack.host_files = env, [*stack.host_files, "-f", str(out)]
+    try:
+        t0 = time.monotonic()
+        r = stack.compose("up", "-d", "--no-color", timeout=2 * HEALTHY_TIMEOUT)
+        assert r.returncode == 0, f"up -d failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        assert stack.wait_exit("smoke", SMOKE_TIMEOUT) == 0, stack.logs("smoke")[-4000:]
+        up = time.monotonic() - t0
+        check_smoke_passed(stack)
+        assert "vllm-router" in stack.logs("vllm"), stack.logs("vllm")[-2000:]
+        assert router_workers(stack) == {"http://vllm-0:8000": True, "http://vllm-1:8000": True}
+        base = f"http://127.0.0.1:{stack.port}"
+        counts = {s: replica_count(stack, s) for s in ("vllm-0", "vllm-1")}
+        assert all(counts.values()), f"smoke did not reach both replicas: {counts}"
+
+        # SIGKILL vllm-1 while 8 answers stream through gateway -> router
+        streams: list = []
+        opened = threading.Semaphore(0)
+        threads = [threading.Thread(target=stream, args=(base, stack.key, 3000, streams, opened))
+                   for _ in range(8)]  # fmt: skip
+        for t in threads:
+            t.start()
+        for _ in threads:
+            assert opened.acquire(timeout=120), f"streams did not start: {streams}"
+        before = stack.container("vllm-1")
+        t_kill = time.monotonic()
+        os.kill(before["State"]["Pid"], signal.SIGKILL)
+        statuses = [chat(base, stack.key) for _ in range(10)]  # right after the kill
+        for t in threads:
+            t.join(300)
+        kinds = sorted(o[0] for o in streams)
+        assert all(s == 200 for s in statuses), statuses
+        cut = kinds.count("cut") + kinds.count("error")
+        assert 0 < cut < 8 and kinds.count("done") == 8 - cut, streams  # only vllm-1's streams
+        dropped = back = None
+        served = replica_count(stack, "vllm-0")
+        while time.monotonic() - t_kill < HEALTHY_TIMEOUT:
+            state = router_workers(stack).get("http://vllm-1:8000")
+            if state is False and dropped is None:
+                dropped = time.monotonic() - t_kill
+            if state and dropped is not None:
+                back = time.monotonic() - t_kill
+                break
+            assert chat(base, stack.key) == 200
+            time.sleep(2)
+        assert back is not None, f"vllm-1 not taken back in {HEALTHY_TIMEOUT}s"
+        after = stack.container("vllm-1")
+        assert after["RestartCount"] == before["RestartCount"] + 1
+        base1 = replica_count(stack, "vllm-1")
+        for _ in range(6):
+            assert chat(base, stack.key) == 200
+        assert replica_count(stack, "vllm-1") > base1, "the router sends vllm-1 nothing"
+        print(f"router profile: up -> smoke passed {up:.1f}s; SIGKILL of vllm-1 under 8 streams: "
+              f"{cut} cut, {8 - cut} finished, 10 requests right after: {statuses.count(200)} x "
+              f"200; router dropped it after {dropped:.1f}s and took it back {back:.1f}s after "
+              f"the kill (vllm-0 served {served:.0f} meanwhile)")  # fmt: skip
+        stack.times["router: SIGKILL -> replica back"] = back
+    finally:
+        stack.compose("down", "-t", "30", timeout=300, quiet=True)
+        stack.env, stack.host_files = saved_env, saved_files
