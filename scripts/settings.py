@@ -387,7 +387,7 @@ def problems(env: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
     the default. Doctor asks this for the settings Compose reads too."""
     out = {}
     for name in names:
-        s, raw = BY_NAME[name], env.get(name, "").strip()
+        s, raw = BY_NAME[name], (env.get(name) or "").strip()  # None: Compose's unset
         if raw == "" or s.parse is _text:
             continue
         try:
@@ -409,7 +409,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(bad.values()))
     values = {}
     for name, attr, parse in FIELDS:
-        raw = env.get(name, "").strip()
+        raw = (env.get(name) or "").strip()
         if raw != "":
             values[attr] = parse(raw)
     s = Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,652 @@
+"""Kubernetes manifests for the stack, from the same settings as compose.yaml.
+
+    python3 -m scripts.k8s                       # every object to stdout (multi-document YAML)
+    python3 -m scripts.k8s --out k8s/            # one file per object in k8s/, then the next steps
+    python3 -m scripts.k8s --image REGISTRY/qwen3-vllm-stack:cu124 --replicas 2 --out k8s/
+
+Runs on the host with plain python3 (stdlib only, like doctor): the YAML is written here, not by
+PyYAML. The settings are read as compose reads them (the environment over `.env`) and validated by
+scripts/settings.py; a bad value stops with one line naming the setting and the fix (exit 2).
+Kubernetes-only knobs (namespace, image, storage, replicas, Service type) are flags.
+
+What it makes, in the namespace (`--namespace`, created with the `restricted` Pod Security level
+unless `--no-namespace`):
+  StatefulSet qwen3-vllm    GPU_COUNT GPUs per replica; init container `python -m scripts.download`
+                            onto the replica's own `models` volume, then `python -m scripts.serve`,
+                            which builds the vLLM argument list from the same settings environment
+                            as compose (the list is also written into an annotation); probes on
+                            /health sized for a cold start; the API key from a Secret at
+                            /run/secrets/api_key. A StatefulSet, not a Deployment: each replica
+                            keeps its own ReadWriteOnce models and compile-cache volumes, and an
+                            update replaces a replica in place instead of wanting spare GPUs.
+  Service qwen3-vllm        ClusterIP in front of the replicas (+ qwen3-vllm-pods, headless, for
+                            the StatefulSet's pod names)
+  NetworkPolicy             only the gateway's pods reach vLLM
+  Deployment qwen3-gateway  the same nginx gateway as compose (gateway/run.sh from a ConfigMap made
+                            from the file): key check, route allowlist, per-key limits, optional
+                            TLS from the Secret qwen3-gateway-tls
+  Service qwen3-gateway     the only way in (`--service-type`, ClusterIP by default)
+The Secrets are never written here: `kubectl create secret` reads the key file (printed below).
+No object is named `vllm`: Kubernetes would put VLLM_PORT=tcp://... into pods, which vLLM reads as
+its own setting (service links are off in these pods as well).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import shlex
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from scripts import doctor, pin_images, preflight, router
+from scripts import settings as registry
+from scripts.settings import Settings, SettingsError, load
+from scripts.vllm_args import build_args
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = "qwen3-vllm-stack"
+VLLM = "qwen3-vllm"
+GATEWAY = "qwen3-gateway"
+API_KEY_SECRET = "qwen3-api-key"  # key `api_key`: the file compose mounts (one key per line)
+HF_TOKEN_SECRET = "qwen3-hf-token"  # key `token`; optional
+TLS_SECRET = "qwen3-gateway-tls"  # a kubernetes.io/tls Secret: tls.crt + tls.key, as run.sh wants
+UID = 10001  # the image's `vllm` user (Dockerfile), compose's `user: 10001:10001`
+GATEWAY_PORT = 8080  # where nginx listens in its pod (compose: GATEWAY_LISTEN)
+SERVICE_PORT = 8000  # the gateway Service's port (compose publishes the gateway on 8000)
+
+# The settings each container reads, by scope in scripts/settings.py (compose passes the same
+# names; unset ones take the registry's defaults inside the containers)
+CONTAINER_ENV = tuple(
+    x.name for x in registry.SETTINGS if x.scope == registry.CONTAINER and x.public
+)
+DOWNLOAD_ENV = tuple(
+    x.name for x in registry.SETTINGS if x.scope == registry.HUB and x.name != "HF_TOKEN"
+)
+GATEWAY_ENV = tuple(x.name for x in registry.SETTINGS if x.scope == registry.GATEWAY)
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # serve never calls a hub
+
+# Probes. A cold start (first compile) took 324 s on an H100, a warm one 96 s; a slower GPU or
+# more of them takes longer, so the startup probe allows as long as the router waits for a first
+# replica. The download runs in the init container, before any probe counts.
+PROBE_PERIOD_S = 10
+STARTUP_BUDGET_S = router.STARTUP_TIMEOUT_S
+LIVENESS_FAILURES = 6  # a minute without /health restarts the container (a busy server is slow)
+READINESS_FAILURES = 3  # 30 s without /health takes the replica out of the Service
+DRAIN_MARGIN_S = 30  # the pod's grace period beyond SHUTDOWN_TIMEOUT (compose: 60 s for 30 s)
+GATEWAY_GRACE_S = 90  # nginx lets open streams finish (compose: stop_grace_period 90s)
+SHM = "8Gi"  # /dev/shm for NCCL (compose: shm_size 8g); memory-backed, counts as pod memory
+DOWNLOAD_MEMORY = "4Gi"  # compose: mem_limit 4g
+MODELS_HEADROOM = 1.25  # the models volume: the weights plus a quarter
+CACHE_SIZE_FACTOR = 4  # the cache volume: doctor's estimate of the compile caches, four times
+
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+QUANTITY = re.compile(r"[1-9][0-9]*(Ki|Mi|Gi|Ti)")
+
+
+class ManifestError(ValueError):
+    """A problem with the input; str() names the setting or flag and the fix, on one line."""
+
+
+# --- YAML (block style; strings quoted unless plainly safe; multi-line strings as literals) ---
+
+_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./-]*")
+_YAML11_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
+
+
+def _scalar(v: object) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return json.dumps(v)
+    if isinstance(v, dict | list) and not v:
+        return "{}" if isinstance(v, dict) else "[]"
+    if not isinstance(v, str):
+        raise TypeError(f"cannot write {type(v).__name__} as YAML")
+    if _PLAIN.fullmatch(v) and v.lower() not in _YAML11_WORDS:
+        return v
+    return json.dumps(v, ensure_ascii=False)  # a JSON string is a YAML double-quoted scalar
+
+
+def _literal_ok(v: object) -> bool:
+    """A string that a `|` block keeps byte for byte: lines of printable text, one final \\n."""
+    return (
+        isinstance(v, str)
+        and v.endswith("\n")
+        and not v.endswith("\n\n")
+        and "\n" in v[:-1]
+        and not v[0].isspace()
+        and all(c == "\n" or c == "\t" or c.isprintable() for c in v)
+        and not any(line != line.rstrip(" \t") for line in v.splitlines())
+    )
+
+
+def _node(lead: str, v: object, pad: str) -> list[str]:
+    """`lead` (a `key:` or `-`) followed by the value `v`; nested lines indented past `pad`."""
+    inner = pad + "  "
+    if isinstance(v, dict) and v:
+        lines = [ln for k, x in v.items() for ln in _node(f"{inner}{_scalar(k)}:", x, inner)]
+        if lead.endswith("-"):  # `- key: value`, the other keys under `key`
+            return [f"{lead} {lines[0].lstrip()}", *lines[1:]]
+        return [lead, *lines]
+    if isinstance(v, list) and v:
+        return [lead] + [ln for x in v for ln in _node(f"{inner}-", x, inner)]
+    if isinstance(v, str) and _literal_ok(v):
+        return [f"{lead} |"] + [inner + ln if ln else "" for ln in v.splitlines()]
+    return [f"{lead} {_scalar(v)}"]
+
+
+def to_yaml(obj: Mapping) -> str:
+    lines = [line for k, v in obj.items() for line in _node(f"{_scalar(k)}:", v, "")]
+    return "\n".join(lines) + "\n"
+
+
+def dump_all(objects: list[dict]) -> str:
+    return "".join("---\n" + to_yaml(o) for o in objects)
+
+
+# --- input ------------------------------------------------------------------------------------
+
+
+def one_line(e: SettingsError) -> str:
+    """settings.load() lists several problems on several lines; here they share one."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() != "invalid settings:"]
+    return "; ".join(lines)
+
+
+def mem_quantity(name: str, raw: str) -> str:
+    """Docker's 64g / 512m / 4096 (bytes) as a Kubernetes quantity."""
+    m = re.fullmatch(r"(\d+)([kmgt]?)b?", raw.strip().lower())
+    if not m or int(m.group(1)) == 0:
+        raise ManifestError(f"{name}={raw!r} must be a size like 64g; fix it in .env")
+    unit = {"": "", "k": "Ki", "m": "Mi", "g": "Gi", "t": "Ti"}[m.group(2)]
+    return m.group(1) + unit
+
+
+def picked(merged: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
+    return {k: merged[k] for k in names if merged.get(k, "") != ""}
+
+
+def settings_env(merged: Mapping[str, str]) -> dict[str, str]:
+    """The settings both containers get, as set in .env or the environment; unset ones take
+    scripts/settings.py's defaults inside the container, as they do under compose."""
+    return {**picked(merged, CONTAINER_ENV), "MODELS_DIR": "/models"}
+
+
+def serve_env(merged: Mapping[str, str]) -> dict[str, str]:
+    """The vllm container's environment: what compose gives its `vllm` service."""
+    return {
+        **settings_env(merged),
+        "API_KEY_FILE": "/run/secrets/api_key",
+        **OFFLINE_ENV,
+    }
+
+
+def env_list(env: Mapping[str, str]) -> list[dict]:
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+# --- objects ----------------------------------------------------------------------------------
+
+
+def labels(component: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": component}
+
+
+def meta(name: str, ns: str, component: str, **extra) -> dict:
+    return {"name": name, "namespace": ns, "labels": labels(component), **extra}
+
+
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": UID,
+    "runAsGroup": UID,
+    "fsGroup": UID,  # the volumes are writable by the image's user
+    "fsGroupChangePolicy": "OnRootMismatch",  # no chown pass over 16 GB of weights each start
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "privileged": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def http_probe(port: str, failures: int, timeout: int = 5) -> dict:
+    return {
+        "httpGet": {"path": "/health", "port": port},
+        "periodSeconds": PROBE_PERIOD_S,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
+
+
+def models_size(s: Settings) -> str:
+    shape = preflight.KNOWN_MODELS.get(s.model_id)
+    if shape is None:
+        raise ManifestError(
+            f"MODEL_ID={s.model_id}: its size is not known here; fix: pass --models-size "
+            "(e.g. --models-size 40Gi, the weights plus a quarter)"
+        )
+    return f"{math.ceil(shape.weight_bytes() * MODELS_HEADROOM / 2**30)}Gi"
+
+
+def claim(name: str, size: str, storage_class: str) -> dict:
+    spec: dict = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    return {"metadata": {"name": name, "labels": labels("vllm")}, "spec": spec}
+
+
+def vllm_objects(s: Settings, merged: Mapping[str, str], o: argparse.Namespace) -> list[dict]:
+    ns = o.namespace
+    common = settings_env(merged)
+    download_env = env_list({**common, **picked(merged, DOWNLOAD_ENV)})
+    if s.model_source == "huggingface":  # gated models; the token never enters a manifest
+        ref = {"name": HF_TOKEN_SECRET, "key": "token", "optional": True}
+        download_env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}})
+    memory = mem_quantity(
+        "SERVE_MEMORY_LIMIT",
+        merged.get("SERVE_MEMORY_LIMIT") or registry.BY_NAME["SERVE_MEMORY_LIMIT"].default,
+    )
+    gpus = {"nvidia.com/gpu": str(s.gpu_count)}
+    scratch = [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "home", "mountPath": "/home/vllm"},
+        {"name": "cache", "mountPath": "/cache"},
+    ]
+    download = {
+        "name": "download",
+        "image": o.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-m", "scripts.download"],
+        "env": download_env,
+        "resources": {
+            "requests": {"cpu": "500m", "memory": DOWNLOAD_MEMORY},
+            "limits": {"memory": DOWNLOAD_MEMORY},
+        },
+        "securityContext": CONTAINER_SECURITY,
+        "volumeMounts": [{"name": "models", "mountPath": "/models"}, *scratch],
+    }
+    serve = {
+        "name": "vllm",
+        "image": o.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-m", "scripts.serve"],  # builds the vLLM arguments from env
+        "env": env_list(serve_env(merged)),
+        "ports": [{"name": "http", "containerPort": s.port}],
+        "resources": {
+            "requests": {"cpu": str(2 * s.gpu_count), "memory": memory, **gpus},
+            "limits": {"memory": memory, **gpus},
+        },
+        "startupProbe": http_probe("http", math.ceil(STARTUP_BUDGET_S / PROBE_PERIOD_S)),
+        "readinessProbe": http_probe("http", READINESS_FAILURES),
+        "livenessProbe": http_probe("http", LIVENESS_FAILURES, timeout=10),
+        "securityContext": CONTAINER_SECURITY,
+        "volumeMounts": [
+            {"name": "models", "mountPath": "/models", "readOnly": True},
+            *scratch,
+            {"name": "shm", "mountPath": "/dev/shm"},
+            {"name": "api-key", "mountPath": "/run/secrets", "readOnly": True},
+        ],
+    }
+    pod = {
+        "metadata": {"labels": labels("vllm")},
+        "spec": {
+            "securityContext": POD_SECURITY,
+            "automountServiceAccountToken": False,  # no Kubernetes API calls
+            "enableServiceLinks": False,  # no VLLM_PORT=tcp://... from a Service's name
+            "terminationGracePeriodSeconds": s.shutdown_timeout + DRAIN_MARGIN_S,
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
+            "initContainers": [download],
+            "containers": [serve],
+            "volumes": [
+                {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                {"name": "home", "emptyDir": {"sizeLimit": "64Mi"}},
+                {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM}},
+                {
+                    "name": "api-key",
+                    "secret": {
+                        "secretName": API_KEY_SECRET,
+                        "items": [{"key": "api_key", "path": "api_key"}],
+                        "defaultMode": 0o440,
+                    },
+                },
+            ],
+        },
+    }
+    args = shlex.join(build_args(s))
+    statefulset = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": meta(VLLM, ns, "vllm", annotations={f"{APP}/vllm-args": args}),
+        "spec": {
+            "serviceName": f"{VLLM}-pods",
+            "replicas": o.replicas,
+            "podManagementPolicy": "Parallel",  # replicas are independent: start them together
+            "updateStrategy": {"type": "RollingUpdate"},  # one replica at a time, in place
+            "selector": {"matchLabels": labels("vllm")},
+            "template": pod,
+            "volumeClaimTemplates": [
+                claim("models", o.models_size or models_size(s), o.storage_class),
+                claim("cache", o.cache_size, o.storage_class),
+            ],
+        },
+    }
+    port = {"name": "http", "port": s.port, "targetPort": "http"}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(VLLM, ns, "vllm"),
+        "spec": {"type": "ClusterIP", "selector": labels("vllm"), "ports": [port]},
+    }
+    headless = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(f"{VLLM}-pods", ns, "vllm"),
+        "spec": {"clusterIP": "None", "selector": labels("vllm"), "ports": [port]},
+    }
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta(f"{VLLM}-from-gateway", ns, "vllm"),
+        "spec": {
+            "podSelector": {"matchLabels": labels("vllm")},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": labels("gateway")}}],
+                    "ports": [{"protocol": "TCP", "port": s.port}],
+                }
+            ],
+        },
+    }
+    return [service, headless, statefulset, policy]
+
+
+def gateway_objects(s: Settings, merged: Mapping[str, str], o: argparse.Namespace) -> list[dict]:
+    ns = o.namespace
+    script = (ROOT / "gateway" / "run.sh").read_text()
+    image = merged.get("GATEWAY_IMAGE") or registry.BY_NAME["GATEWAY_IMAGE"].default
+    if pin_images.parse_image(image) is None:
+        raise ManifestError(f"GATEWAY_IMAGE={image!r} is not an image reference; fix it in .env")
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta(f"{GATEWAY}-script", ns, "gateway"),
+        "data": {"run.sh": script},
+    }
+    env = {
+        "GATEWAY_KEYS_FILE": "/run/secrets/api_key",
+        # nginx resolves through the cluster DNS without search domains: the full name
+        "GATEWAY_UPSTREAM": f"{VLLM}.{ns}.svc.{o.cluster_domain}:{s.port}",
+        "GATEWAY_LISTEN": str(GATEWAY_PORT),
+        "GATEWAY_TLS_DIR": "/run/qvs-tls",
+        **picked(merged, GATEWAY_ENV),
+    }
+    tcp = {"tcpSocket": {"port": "http"}, "periodSeconds": PROBE_PERIOD_S, "timeoutSeconds": 5}
+    container = {
+        "name": "gateway",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["/bin/sh", "/etc/qvs-gateway/run.sh"],  # renders nginx.conf, execs nginx
+        "env": env_list(env),
+        "ports": [{"name": "http", "containerPort": GATEWAY_PORT}],
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "64Mi"},
+            "limits": {"memory": "256Mi"},
+        },
+        # up (and in the Service) before vLLM is: it answers 503 + Retry-After meanwhile, as in
+        # compose; /health through the gateway would tie its probes to vLLM's
+        "readinessProbe": {**tcp, "failureThreshold": 3},
+        "livenessProbe": {**tcp, "failureThreshold": 6},
+        # nginx stops gracefully on SIGQUIT (Kubernetes sends SIGTERM: a fast stop); the pause
+        # lets the Service drop this pod first
+        "lifecycle": {
+            "preStop": {
+                "exec": {
+                    "command": [
+                        "/bin/sh",
+                        "-c",
+                        "sleep 5; kill -QUIT 1; while kill -0 1 2>/dev/null; do sleep 1; done",
+                    ]  # fmt: skip
+                }
+            }
+        },
+        "securityContext": CONTAINER_SECURITY,
+        "volumeMounts": [
+            {"name": "script", "mountPath": "/etc/qvs-gateway", "readOnly": True},
+            {"name": "api-key", "mountPath": "/run/secrets", "readOnly": True},
+            {"name": "tls", "mountPath": "/run/qvs-tls", "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    checksum = hashlib.sha256(script.encode()).hexdigest()
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta(GATEWAY, ns, "gateway"),
+        "spec": {
+            "replicas": 1,  # per-key limits are per nginx: more replicas multiply them
+            "selector": {"matchLabels": labels("gateway")},
+            "template": {
+                "metadata": {
+                    "labels": labels("gateway"),
+                    "annotations": {f"{APP}/run.sh-sha256": checksum},  # new script: new pods
+                },
+                "spec": {
+                    "securityContext": POD_SECURITY,
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": GATEWAY_GRACE_S,
+                    "containers": [container],
+                    "volumes": [
+                        {
+                            "name": "script",
+                            "configMap": {"name": f"{GATEWAY}-script", "defaultMode": 0o444},
+                        },
+                        {
+                            "name": "api-key",
+                            "secret": {
+                                "secretName": API_KEY_SECRET,
+                                "items": [{"key": "api_key", "path": "api_key"}],
+                                "defaultMode": 0o440,
+                            },
+                        },
+                        {
+                            "name": "tls",  # absent Secret: plain HTTP (TLS at an Ingress)
+                            "secret": {
+                                "secretName": TLS_SECRET,
+                                "optional": True,
+                                "defaultMode": 0o440,
+                            },
+                        },
+                        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+                    ],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(GATEWAY, ns, "gateway"),
+        "spec": {
+            "type": o.service_type,
+            "selector": labels("gateway"),
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http"}],
+        },
+    }
+    return [configmap, deployment, service]
+
+
+def manifests(env: Mapping[str, str], o: argparse.Namespace) -> list[dict]:
+    """Every object, in the order `kubectl apply` should see them. Raises ManifestError."""
+    merged, problem = doctor.compose_env(env, o.env_file)
+    if problem:
+        raise ManifestError(f"{problem}; fix that line")
+    try:
+        s = load(serve_env(merged))
+    except SettingsError as e:
+        raise ManifestError(one_line(e)) from None
+    try:
+        track = load(picked(merged, ("TRACK",))).track  # a build argument: the image's tag
+    except SettingsError as e:
+        raise ManifestError(one_line(e)) from None
+    o = argparse.Namespace(**{**vars(o), "image": o.image or f"{APP}:{track}"})
+    objects: list[dict] = []
+    if o.create_namespace:
+        restricted = {
+            f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn")
+        }
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": o.namespace, "labels": {**labels("namespace"), **restricted}},
+            }
+        )
+    return objects + vllm_objects(s, merged, o) + gateway_objects(s, merged, o)
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not the usage block
+        self.exit(2, f"k8s: {message}; see python3 -m scripts.k8s --help\n")
+
+
+def _matching(pattern: re.Pattern, what: str):
+    def check(raw: str) -> str:
+        if not pattern.fullmatch(raw):
+            raise argparse.ArgumentTypeError(f"{raw!r} must be {what}")
+        return raw
+
+    return check
+
+
+def _image(raw: str) -> str:
+    if pin_images.parse_image(raw) is None:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is not an image reference like REGISTRY/NAME:TAG"
+        )
+    return raw
+
+
+def _replicas(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= 64:
+        raise argparse.ArgumentTypeError(f"{raw!r} must be a whole number between 1 and 64")
+    return int(raw)
+
+
+def parser() -> Parser:
+    ap = Parser(
+        prog="python3 -m scripts.k8s",
+        description="Kubernetes manifests for the stack from the settings (.env, environment)",
+    )
+    ap.add_argument("--out", type=Path, help="write one file per object here (default: stdout)")
+    ap.add_argument(
+        "--namespace", default="qwen3", type=_matching(DNS_LABEL, "a DNS label"),
+        help="default: %(default)s",
+    )  # fmt: skip
+    ap.add_argument(
+        "--no-namespace", dest="create_namespace", action="store_false",
+        help="the namespace exists already: do not emit it",
+    )  # fmt: skip
+    ap.add_argument(
+        "--image", type=_image,
+        help="the stack's image as the cluster pulls it (default: qwen3-vllm-stack:TRACK, which "
+        "only a node that has it loaded can run; push yours and name it here)",
+    )  # fmt: skip
+    ap.add_argument("--replicas", type=_replicas, default=1, help="vLLM replicas, GPU_COUNT each")
+    ap.add_argument(
+        "--storage-class", type=_matching(DNS_NAME, "a StorageClass name"),
+        help="for the models and cache volumes (default: the cluster's default class)",
+    )  # fmt: skip
+    size = _matching(QUANTITY, "a size like 40Gi")
+    ap.add_argument("--models-size", type=size, help="default: the model's weights plus a quarter")
+    ap.add_argument(
+        "--cache-size", type=size,
+        default=f"{math.ceil(doctor.CACHES_GB * CACHE_SIZE_FACTOR)}Gi",
+        help="the compile caches (default: %(default)s)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--service-type", default="ClusterIP", choices=("ClusterIP", "LoadBalancer", "NodePort"),
+        help="the gateway's Service (default: %(default)s; reach it with kubectl port-forward)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--cluster-domain", default="cluster.local", type=_matching(DNS_NAME, "a DNS name")
+    )
+    ap.add_argument("--env-file", type=Path, default=ROOT / ".env", help=argparse.SUPPRESS)
+    return ap
+
+
+def file_name(i: int, obj: dict) -> str:
+    return f"{i:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+
+
+def next_steps(o: argparse.Namespace, merged: Mapping[str, str], target: str) -> str:
+    ns = o.namespace
+    key_file = merged.get("API_KEY_FILE") or "secrets/api_key"
+    lines = [
+        f"k8s: next steps (namespace {ns}):",
+        f"  kubectl apply -f {target}",
+        f"  kubectl -n {ns} create secret generic {API_KEY_SECRET} --from-file=api_key={key_file}"
+        + (
+            ""
+            if Path(key_file).exists()
+            else "   # make the file first: python3 -m scripts.init_secrets"
+        ),
+    ]
+    if merged.get("MODEL_SOURCE") == "huggingface":
+        lines.append(
+            f"  kubectl -n {ns} create secret generic {HF_TOKEN_SECRET} "
+            '--from-literal=token="$HF_TOKEN"   # gated models only'
+        )
+    lines += [
+        f"  kubectl -n {ns} create secret tls {TLS_SECRET} --cert=tls.crt --key=tls.key"
+        "   # optional: HTTPS at the gateway",
+        f"  kubectl -n {ns} rollout status statefulset/{VLLM} --timeout=60m"
+        "   # download, then a cold start",
+        f"  kubectl -n {ns} port-forward svc/{GATEWAY} {SERVICE_PORT}:{SERVICE_PORT}",
+        "The pods wait for the Secret; the image must be one the nodes can pull (--image).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    o = parser().parse_args(argv)
+    try:
+        objects = manifests(os.environ, o)
+    except ManifestError as e:
+        print(f"k8s: {e}", file=sys.stderr)
+        return 2
+    merged, _ = doctor.compose_env(os.environ, o.env_file)
+    if o.out is None:
+        sys.stdout.write(dump_all(objects))
+        sys.stderr.write(next_steps(o, merged, "-   # this output, piped"))
+        return 0
+    o.out.mkdir(parents=True, exist_ok=True)
+    for old in o.out.glob("[0-9][0-9]-*.yaml"):  # objects no longer made must not linger
+        old.unlink()
+    for i, obj in enumerate(objects):
+        (o.out / file_name(i, obj)).write_text(dump_all([obj]))
+    print(f"k8s: wrote {len(objects)} objects to {o.out}/")
+    print(next_steps(o, merged, str(o.out)), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
