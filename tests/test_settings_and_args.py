@@ -280,3 +280,19 @@ def test_gpu_track_vllm_parser_accepts_every_profile(version, tmp_path_factory):
     assert report["vllm"] == version and report["refused"] == {}
     assert report["accepted"] == len(list(check_cases()))
     print(f"\nvLLM {version} (GPU track) accepted {report['accepted']} argument lists")
+
+
+@pytest.mark.unit
+def test_readme_map_matches_the_tree():
+    """Every path README's "Where things live" names exists (compose.router.yaml is generated)."""
+    text = (ROOT / "README.md").read_text().split("## Where things live", 1)[1]
+    block = text.split("```", 2)[1]
+    named = []
+    for line in block.splitlines():
+        first = line.split("  ", 1)[0].strip()
+        named += [p.strip() for p in first.split(",") if p.strip()]
+    assert len(named) >= 15, named
+    missing = [p for p in named if p != "compose.router.yaml" and not (ROOT / p).exists()]
+    assert not missing, f"README names paths that do not exist: {missing}"
+    for module in ("settings.py", "vllm_args.py", "serve.py", "router.py", "k8s.py"):
+        assert f"scripts/{module}" in named, module
