@@ -454,10 +454,56 @@ def test_too_few_gpus(tmp_path):
     assert rows["GPU count"].status == FAIL
     assert rows["GPU count"].suggest == {"TENSOR_PARALLEL_SIZE": "1", "GPU_COUNT": "1"}
     assert "(at TENSOR_PARALLEL_SIZE=1)" in rows["GPU memory"].detail
-    rows = check(gpu_host(tmp_path, gpu_csv(2)), tmp_path, TENSOR_PARALLEL_SIZE="2")
-    assert rows["GPU count"].status == FAIL and rows["GPU count"].suggest == {"GPU_COUNT": "2"}
     rows = check(gpu_host(tmp_path, gpu_csv(2)), tmp_path, TENSOR_PARALLEL_SIZE="2", GPU_COUNT="2")
     assert fails(rows) == set() and "per GPU (TP=2)" in rows["GPU memory"].detail
+    # GPU_COUNT = TENSOR_PARALLEL_SIZE x replicas: more than visible is a FAIL with the count
+    rows = check(gpu_host(tmp_path), tmp_path, GPU_COUNT="2")
+    assert fails(rows) == {"GPU count"} and rows["GPU count"].suggest == {"GPU_COUNT": "1"}
+    assert rows["GPU count"].detail.startswith("GPU_COUNT=2 but 1 GPU(s) visible")
+    # ... also where NVIDIA_VISIBLE_DEVICES leaves one of two
+    rows = check(gpu_host(tmp_path, gpu_csv(2)), tmp_path, GPU_COUNT="2",
+                 NVIDIA_VISIBLE_DEVICES="1")  # fmt: skip
+    count = rows["GPU count"]
+    assert fails(rows) == {"GPU count"} and count.suggest == {"GPU_COUNT": "1"}
+    assert "NVIDIA_VISIBLE_DEVICES=1: 1 of the host's 2 GPUs" in count.detail
+    assert "GPU_COUNT=1 in .env" in count.fix
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "settings, message, fix",
+    [  # (the bad inputs of issue #12)
+        ({"TENSOR_PARALLEL_SIZE": "2", "GPU_COUNT": "3"}, "GPU_COUNT=3 is not a multiple of "
+         "TENSOR_PARALLEL_SIZE=2", "GPU_COUNT=2 in .env (one replica), or a multiple of "
+         "TENSOR_PARALLEL_SIZE=2 up to 4"),
+        ({"TENSOR_PARALLEL_SIZE": "2"}, "GPU_COUNT=1 is not a multiple", "GPU_COUNT=2 in .env"),
+        ({"GPU_COUNT": "all"}, "GPU_COUNT='all' must be a whole number between 1 and 64",
+         "GPU_COUNT=1 in .env (one replica), or a multiple of TENSOR_PARALLEL_SIZE=1 up to 4"),
+        ({"GPU_COUNT": "0"}, "GPU_COUNT='0' must be between 1 and 64", "GPU_COUNT=1 in .env"),
+    ],
+)  # fmt: skip
+def test_gpu_count_that_is_not_a_whole_number_of_replicas(tmp_path, settings, message, fix):
+    rows = check(gpu_host(tmp_path, gpu_csv(4)), tmp_path, **settings)
+    assert fails(rows) == {"settings", "GPU count"}
+    assert message in rows["settings"].detail
+    count = rows["GPU count"]
+    assert count.detail.startswith(message) and count.fix.startswith(fix)
+    tp = settings.get("TENSOR_PARALLEL_SIZE", "1")
+    assert count.suggest == {"GPU_COUNT": tp}  # the other rows judged one replica
+    memory = rows["GPU memory"]
+    assert memory.status == OK and ("per GPU (TP=2)" in memory.detail) == (tp == "2")
+
+
+@pytest.mark.unit
+def test_a_busy_gpu_outside_the_visible_ones_does_not_count(tmp_path):
+    """Issue #12: GPU 0 busy, the stack on GPU 1."""
+    busy = gpu_csv(1, used=60000) + gpu_csv(2).splitlines(keepends=True)[1]
+    rows = check(gpu_host(tmp_path, busy), tmp_path)
+    assert rows["GPU free memory"].status == FAIL and "GPU 0" in rows["GPU free memory"].detail
+    for name in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
+        rows = check(gpu_host(tmp_path, busy), tmp_path, **{name: "1"})
+        assert fails(rows) == set(), name
+        assert rows["GPU free memory"].detail.startswith("GPU 1: 0 MiB in use")
 
 
 @pytest.mark.unit
