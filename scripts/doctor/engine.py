@@ -1,6 +1,7 @@
 """Engine steps: the Docker engine, the Compose plugin, the NVIDIA container runtime. A further
-engine row (e.g. the engine's `nofile` limit) is one more function here and one line in
-scripts/doctor/steps.py."""
+engine row (issue #14: the engine's hard `nofile` limit, from its own module) is one line in
+scripts/doctor/steps.py: any function of `Facts` that returns a Row (f.host.run for commands,
+f.docker_json("info") for the engine's answers, f.engine_up() to skip when it is down)."""
 
 from __future__ import annotations
 

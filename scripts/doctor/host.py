@@ -13,10 +13,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scripts import preflight
 from scripts.preflight import Gpu
 from scripts.settings import Settings
+
+if TYPE_CHECKING:  # compose.py asks Compose through a Host
+    from scripts.doctor.compose import Project
 
 
 class Host:
@@ -121,7 +125,9 @@ class Facts:
     (Compose's view of the project, the settings with defaults in place of invalid values, the
     invalid ones by name, and whether the stack runs on GPU or CPU)."""
 
-    def __init__(self, host: Host, compose, s: Settings, bad: Mapping[str, str], device: str):
+    def __init__(
+        self, host: Host, compose: Project, s: Settings, bad: Mapping[str, str], device: str
+    ):
         self.host, self.compose, self.s, self.bad, self.device = host, compose, s, bad, device
         self._cache: dict[str, object] = {}
 
