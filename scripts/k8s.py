@@ -5,8 +5,10 @@
     python3 -m scripts.k8s --image REGISTRY/qwen3-vllm-stack:cu124 --replicas 2 --out k8s/
 
 Runs on the host with plain python3 (stdlib only, like doctor): the YAML is written here, not by
-PyYAML. The settings are read as compose reads them (the environment over `.env`) and validated by
-scripts/settings.py; a bad value stops with one line naming the setting and the fix (exit 2).
+PyYAML. The settings are Compose's own reading of them (`.env` under the environment, asked
+through scripts/doctor/compose.py; the environment alone, with a warning, where Compose is missing)
+and validated by scripts/settings.py; a bad value stops with one line naming the setting and the
+fix (exit 2).
 Kubernetes-only knobs (namespace, image, storage, replicas, Service type) are flags.
 
 What it makes, in the namespace (`--namespace`, created with the `restricted` Pod Security level
@@ -44,8 +46,11 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from scripts import doctor, pin_images, preflight, router
+from scripts import pin_images, preflight, router
 from scripts import settings as registry
+from scripts.doctor import compose
+from scripts.doctor.disk import CACHES_GB
+from scripts.doctor.host import Host
 from scripts.settings import Settings, SettingsError, load
 from scripts.vllm_args import build_args
 
@@ -493,9 +498,23 @@ def gateway_objects(s: Settings, merged: Mapping[str, str], o: argparse.Namespac
 
 def manifests(env: Mapping[str, str], o: argparse.Namespace) -> list[dict]:
     """Every object, in the order `kubectl apply` should see them. Raises ManifestError."""
-    merged, problem = doctor.compose_env(env, o.env_file)
-    if problem:
-        raise ManifestError(f"{problem}; fix that line")
+    return manifests_from(variables(env, o.env_file), o)
+
+
+def variables(env: Mapping[str, str], env_file: Path) -> dict[str, str]:
+    """The settings as Compose reads them (.env under the environment); the environment alone,
+    with a warning, where Compose is missing. Raises ManifestError when Compose cannot read
+    .env."""
+    p = compose.ask(Host(), env, env_file, services=False)
+    if p.missing:
+        print(f"k8s: warning: Compose did not run ({p.missing}); settings {p.source}",
+              file=sys.stderr)  # fmt: skip
+    elif p.error:
+        raise ManifestError(f"{p.error}; fix that line of .env")
+    return p.variables
+
+
+def manifests_from(merged: Mapping[str, str], o: argparse.Namespace) -> list[dict]:
     try:
         s = load(serve_env(merged))
     except SettingsError as e:
@@ -579,7 +598,7 @@ def parser() -> Parser:
     ap.add_argument("--models-size", type=size, help="default: the model's weights plus a quarter")
     ap.add_argument(
         "--cache-size", type=size,
-        default=f"{math.ceil(doctor.CACHES_GB * CACHE_SIZE_FACTOR)}Gi",
+        default=f"{math.ceil(CACHES_GB * CACHE_SIZE_FACTOR)}Gi",
         help="the compile caches (default: %(default)s)",
     )  # fmt: skip
     ap.add_argument(
@@ -629,11 +648,11 @@ def next_steps(o: argparse.Namespace, merged: Mapping[str, str], target: str) ->
 def main(argv: list[str] | None = None) -> int:
     o = parser().parse_args(argv)
     try:
-        objects = manifests(os.environ, o)
+        merged = variables(os.environ, o.env_file)
+        objects = manifests_from(merged, o)
     except ManifestError as e:
         print(f"k8s: {e}", file=sys.stderr)
         return 2
-    merged, _ = doctor.compose_env(os.environ, o.env_file)
     if o.out is None:
         sys.stdout.write(dump_all(objects))
         sys.stderr.write(next_steps(o, merged, "-   # this output, piped"))

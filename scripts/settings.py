@@ -42,7 +42,12 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 class SettingsError(ValueError):
-    """A setting has a value the bundle cannot use. str() names the setting and the fix."""
+    """A setting has a value the bundle cannot use. str() names the setting and the fix;
+    `problems` maps each setting at fault to its own message (doctor shows them on their rows)."""
+
+    def __init__(self, message: str, problems: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.problems = dict(problems or {})
 
 
 # --- parsers: raise ValueError with the fix as the message ------------------------------------
@@ -406,7 +411,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     bad = problems(env, CONTAINER_NAMES)
     if bad:
-        raise SettingsError("invalid settings:\n  " + "\n  ".join(bad.values()))
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(bad.values()), bad)
     values = {}
     for name, attr, parse in FIELDS:
         raw = (env.get(name) or "").strip()
@@ -414,16 +419,16 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             values[attr] = parse(raw)
     s = Settings(**values)  # type: ignore[arg-type]
     if s.profile == "fp8" and s.device == "cpu":
-        raise SettingsError(
-            "SERVE_PROFILE=fp8 needs a GPU; use SERVE_PROFILE=default with SERVE_DEVICE=cpu"
-        )
+        message = "SERVE_PROFILE=fp8 needs a GPU; use SERVE_PROFILE=default with SERVE_DEVICE=cpu"
+        raise SettingsError(message, {"SERVE_PROFILE": message})
     if s.device == "cuda" and s.gpu_count % s.tensor_parallel_size:
         tp, n = s.tensor_parallel_size, s.gpu_count
-        raise SettingsError(
+        message = (
             f"GPU_COUNT={n} is not a multiple of TENSOR_PARALLEL_SIZE={tp}: each data-parallel "
             f"replica takes {tp} GPUs; fix: GPU_COUNT={max(tp, n // tp * tp)} in .env "
             f"(or TENSOR_PARALLEL_SIZE=1)"
         )
+        raise SettingsError(message, {"GPU_COUNT": message})
     return s
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from scripts import doctor, manifest, preflight
+from scripts.doctor import compose, host, network, report
 from scripts.preflight import FAIL, GIB, OK, WARN
 from scripts.settings import SettingsError, load
 from tests.conftest import ROOT
@@ -45,10 +46,12 @@ def gpu_csv(n: int = 1, **fields: object) -> str:
     return "".join(", ".join([str(i), *first[1:]]) + "\n" for i in range(n))
 
 
-class RecordedHost(doctor.Host):
+class RecordedHost(host.Host):
     """A host replayed from tests/fixtures/hosts/NAME/: command answers from the recorded files
     (FILE, FILE.rc, FILE.err), single answers replaceable with set()/edit_json(). Ports are this
-    machine's real ones; files are read for real only under `real` (a test's tmp_path)."""
+    machine's real ones; files are read for real only under `real` (a test's tmp_path).
+    `docker compose ... config` is Compose itself (it needs no engine), on the test's env file
+    and environment, unless the recorded host has no Compose."""
 
     COMMANDS = {
         ("docker", "version"): "docker-version.json",
@@ -87,8 +90,10 @@ class RecordedHost(doctor.Host):
         edit(data)
         return self.set(file, json.dumps(data), rc, err)
 
-    def run(self, argv, timeout=30):
+    def run(self, argv, timeout=30, *, env=None, cwd=None, stdin=None):
         self.calls.append(list(argv))
+        if argv[:2] == ["docker", "compose"] and "config" in argv:
+            return host.Host().run(argv, timeout, env=env, cwd=cwd, stdin=stdin)
         key = tuple(argv[:1]) if argv[0] == "nvidia-smi" else tuple(argv[:2])
         if key in self.COMMANDS:
             return self.recorded(self.COMMANDS[key])
@@ -149,7 +154,7 @@ def check(host, tmp_path, env_file_text: str | None = None, **settings: str) -> 
         assert r.status in (OK, WARN, FAIL)
         if r.status == FAIL:
             assert r.fix.strip(), f"{r.check} FAILs without a fix: {r}"
-    print("\n" + doctor.table(rows))
+    print("\n" + report.table(rows))
     return {r.check: r for r in rows}
 
 
@@ -449,10 +454,56 @@ def test_too_few_gpus(tmp_path):
     assert rows["GPU count"].status == FAIL
     assert rows["GPU count"].suggest == {"TENSOR_PARALLEL_SIZE": "1", "GPU_COUNT": "1"}
     assert "(at TENSOR_PARALLEL_SIZE=1)" in rows["GPU memory"].detail
-    rows = check(gpu_host(tmp_path, gpu_csv(2)), tmp_path, TENSOR_PARALLEL_SIZE="2")
-    assert rows["GPU count"].status == FAIL and rows["GPU count"].suggest == {"GPU_COUNT": "2"}
     rows = check(gpu_host(tmp_path, gpu_csv(2)), tmp_path, TENSOR_PARALLEL_SIZE="2", GPU_COUNT="2")
     assert fails(rows) == set() and "per GPU (TP=2)" in rows["GPU memory"].detail
+    # GPU_COUNT = TENSOR_PARALLEL_SIZE x replicas: more than visible is a FAIL with the count
+    rows = check(gpu_host(tmp_path), tmp_path, GPU_COUNT="2")
+    assert fails(rows) == {"GPU count"} and rows["GPU count"].suggest == {"GPU_COUNT": "1"}
+    assert rows["GPU count"].detail.startswith("GPU_COUNT=2 but 1 GPU(s) visible")
+    # ... also where NVIDIA_VISIBLE_DEVICES leaves one of two
+    rows = check(gpu_host(tmp_path, gpu_csv(2)), tmp_path, GPU_COUNT="2",
+                 NVIDIA_VISIBLE_DEVICES="1")  # fmt: skip
+    count = rows["GPU count"]
+    assert fails(rows) == {"GPU count"} and count.suggest == {"GPU_COUNT": "1"}
+    assert "NVIDIA_VISIBLE_DEVICES=1: 1 of the host's 2 GPUs" in count.detail
+    assert "GPU_COUNT=1 in .env" in count.fix
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "settings, message, fix",
+    [  # (the bad inputs of issue #12)
+        ({"TENSOR_PARALLEL_SIZE": "2", "GPU_COUNT": "3"}, "GPU_COUNT=3 is not a multiple of "
+         "TENSOR_PARALLEL_SIZE=2", "GPU_COUNT=2 in .env (one replica), or a multiple of "
+         "TENSOR_PARALLEL_SIZE=2 up to 4"),
+        ({"TENSOR_PARALLEL_SIZE": "2"}, "GPU_COUNT=1 is not a multiple", "GPU_COUNT=2 in .env"),
+        ({"GPU_COUNT": "all"}, "GPU_COUNT='all' must be a whole number between 1 and 64",
+         "GPU_COUNT=1 in .env (one replica), or a multiple of TENSOR_PARALLEL_SIZE=1 up to 4"),
+        ({"GPU_COUNT": "0"}, "GPU_COUNT='0' must be between 1 and 64", "GPU_COUNT=1 in .env"),
+    ],
+)  # fmt: skip
+def test_gpu_count_that_is_not_a_whole_number_of_replicas(tmp_path, settings, message, fix):
+    rows = check(gpu_host(tmp_path, gpu_csv(4)), tmp_path, **settings)
+    assert fails(rows) == {"settings", "GPU count"}
+    assert message in rows["settings"].detail
+    count = rows["GPU count"]
+    assert count.detail.startswith(message) and count.fix.startswith(fix)
+    tp = settings.get("TENSOR_PARALLEL_SIZE", "1")
+    assert count.suggest == {"GPU_COUNT": tp}  # the other rows judged one replica
+    memory = rows["GPU memory"]
+    assert memory.status == OK and ("per GPU (TP=2)" in memory.detail) == (tp == "2")
+
+
+@pytest.mark.unit
+def test_a_busy_gpu_outside_the_visible_ones_does_not_count(tmp_path):
+    """Issue #12: GPU 0 busy, the stack on GPU 1."""
+    busy = gpu_csv(1, used=60000) + gpu_csv(2).splitlines(keepends=True)[1]
+    rows = check(gpu_host(tmp_path, busy), tmp_path)
+    assert rows["GPU free memory"].status == FAIL and "GPU 0" in rows["GPU free memory"].detail
+    for name in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
+        rows = check(gpu_host(tmp_path, busy), tmp_path, **{name: "1"})
+        assert fails(rows) == set(), name
+        assert rows["GPU free memory"].detail.startswith("GPU 1: 0 MiB in use")
 
 
 @pytest.mark.unit
@@ -564,32 +615,84 @@ def test_bad_settings_are_a_row_and_the_rest_still_runs(tmp_path):
 
 
 @pytest.mark.unit
-def test_env_file_parsing_and_precedence(tmp_path):
+def test_compose_reads_env_file_and_environment(tmp_path):
+    """Doctor asks Compose for .env under the environment; the values it reports are Compose's."""
     text = (
         "# comment\n\nexport MODEL_SOURCE=huggingface\nMAX_MODEL_LEN=4096  # inline comment\n"
         "SERVED_MODEL_NAME='Qwen3 #1'\nSERVE_EXTRA_ARGS=\"--max-num-seqs 64\"\n"
-        "HF_ENDPOINT=${MIRROR:-https://hf-mirror.example}\nHOST_PORT=8000\n"
+        "HF_ENDPOINT=${MIRROR:-https://hf-mirror.example}\n"
     )
-    env = doctor.parse_env_file(text, {})
-    assert env == {
-        "MODEL_SOURCE": "huggingface", "MAX_MODEL_LEN": "4096", "SERVED_MODEL_NAME": "Qwen3 #1",
-        "SERVE_EXTRA_ARGS": "--max-num-seqs 64", "HF_ENDPOINT": "https://hf-mirror.example",
-        "HOST_PORT": "8000",
-    }  # fmt: skip
-    assert doctor.parse_env_file("A=${B}\n", {"B": "x"}) == {"A": "x"}
     (tmp_path / ".env").write_text(text)
-    merged, problem = doctor.compose_env({"MAX_MODEL_LEN": "2048"}, tmp_path / ".env")
-    assert problem == "" and merged["MAX_MODEL_LEN"] == "2048"  # the environment wins
-    with pytest.raises(doctor.EnvFileError, match="line 2"):
-        doctor.parse_env_file("A=1\nB='open\n", {})
+    p = compose.ask(host.Host(), {"MAX_MODEL_LEN": "2048"}, tmp_path / ".env")
+    want = {"MODEL_SOURCE": "huggingface", "MAX_MODEL_LEN": "2048",  # the environment wins
+            "SERVED_MODEL_NAME": "Qwen3 #1", "SERVE_EXTRA_ARGS": "--max-num-seqs 64",
+            "HF_ENDPOINT": "https://hf-mirror.example"}  # fmt: skip
+    assert {k: p.variables.get(k) for k in want} == want and p.env_read and not p.error
+    vllm, download = p.service_env("vllm"), p.service_env("download")
+    assert {k: vllm[k] for k in ("MAX_MODEL_LEN", "SERVED_MODEL_NAME")} == {
+        "MAX_MODEL_LEN": "2048", "SERVED_MODEL_NAME": "Qwen3 #1"}  # fmt: skip
+    assert download["HF_ENDPOINT"] == "https://hf-mirror.example" and "HF_ENDPOINT" not in vllm
+    # and the rows use them: the hub download asks, MAX_MODEL_LEN as the container gets it
+    rows = check(gpu_host(tmp_path), tmp_path, text)
+    assert rows["model hub"].detail.startswith("huggingface: https://hf-mirror.example answers")
+    assert rows["MAX_MODEL_LEN"].detail.startswith("4096 <= 40960")
 
 
 @pytest.mark.unit
-def test_doctor_reads_the_settings_compose_passes(tmp_path):
-    keys = doctor.compose_settings(ROOT / "compose.yaml")
-    assert set(doctor.COMPOSE_SETTINGS) <= set(keys)  # the fallback list is not stale
-    assert "MODELS_DIR" not in keys  # fixed in compose, not a setting
-    assert doctor.compose_settings(tmp_path / "missing.yaml") == doctor.COMPOSE_SETTINGS
+def test_bad_env_file_line_is_the_settings_row(tmp_path):
+    rows = check(gpu_host(tmp_path), tmp_path, "A=1\nMAX_MODEL_LEN 8192\n", MAX_MODEL_LEN="99")
+    row = rows["settings"]
+    assert row.status == FAIL and "line 2" in row.detail and row.fix.startswith("fix that line")
+    # the other rows go on with the process environment alone, and say so
+    assert "from the process environment only" in row.detail
+    assert "MAX_MODEL_LEN='99' must be between 256 and 40960" in row.detail
+
+
+@pytest.mark.unit
+def test_settings_are_judged_as_their_reader_gets_them(tmp_path):
+    # SERVE_PORT is not passed to any container: whatever .env says, nothing reads it
+    rows = check(gpu_host(tmp_path), tmp_path, "SERVE_PORT=eighty\n")
+    assert rows["settings"].status == OK
+    # the CPU override maps CPU_MEMORY_UTILIZATION onto the container's GPU_MEMORY_UTILIZATION
+    rows = check(gpu_host(tmp_path), tmp_path, "CPU_MEMORY_UTILIZATION=1.5\n",
+                 COMPOSE_FILE="compose.yaml:compose.cpu.yaml")  # fmt: skip
+    assert "GPU_MEMORY_UTILIZATION='1.5' must be between 0.05 and 0.98" in rows["settings"].detail
+    assert rows["NVIDIA runtime"].detail.startswith("not needed")
+    # Compose's own settings and the gateway's come from Compose's variables
+    rows = check(gpu_host(tmp_path), tmp_path, "GATEWAY_RATE=0\n", TRACK="cu999")
+    assert "GATEWAY_RATE='0' must be between 1 and 100000" in rows["settings"].detail
+    assert "TRACK='cu999' must be one of cu124, cu130" in rows["settings"].detail
+
+
+@pytest.mark.unit
+def test_compose_cannot_resolve_the_project(tmp_path):
+    """A value Compose itself refuses: its words, and the other values still read from .env."""
+    rows = check(gpu_host(tmp_path), tmp_path, "SERVE_MEMORY_LIMIT=lots\nMAX_MODEL_LEN=8k\n")
+    detail = rows["settings"].detail
+    assert rows["settings"].status == FAIL and "mem_limit" in detail and "'lots'" in detail
+    assert "MAX_MODEL_LEN='8k'" in detail and rows["MAX_MODEL_LEN"].status == FAIL
+    assert "Compose could not resolve the services" in detail
+    rows = check(gpu_host(tmp_path), tmp_path, HOST_PORT="80a")
+    assert "Compose: invalid hostPort: 80a" in rows["settings"].detail
+    port = rows["host port"]
+    assert port.status == FAIL and port.detail.startswith("HOST_PORT='80a' must be a whole number")
+    assert port.suggest == {"HOST_PORT": "8000"}
+
+
+@pytest.mark.unit
+def test_without_compose_settings_come_from_the_environment(tmp_path):
+    err = "docker: 'compose' is not a docker command.\nSee 'docker --help'\n"
+    no_compose = gpu_host(tmp_path).set("docker-compose-version.txt", "", 1, err)
+    rows = check(no_compose, tmp_path, "MAX_MODEL_LEN=8k\n", TENSOR_PARALLEL_SIZE="3")
+    plugin = rows["Compose plugin"]
+    assert plugin.status == FAIL and "docker-compose-plugin" in plugin.fix
+    row = rows["settings"]
+    assert row.status == FAIL and "TENSOR_PARALLEL_SIZE='3'" in row.detail
+    assert "8k" not in row.detail and "from the process environment only" in row.detail
+    assert not [c for c in no_compose.calls if "config" in c]  # no Compose, no config asked
+    rows = check(no_compose, tmp_path, MAX_MODEL_LEN="4096")
+    assert rows["settings"].status == OK and "process environment only" in rows["settings"].detail
+    assert rows["MAX_MODEL_LEN"].detail.startswith("4096")
 
 
 # --- the recorded H100 --------------------------------------------------------------------------
@@ -708,7 +811,7 @@ def test_a_crashing_check_is_one_row(tmp_path, monkeypatch):
     def broken(f):
         raise KeyError("Ports")
 
-    monkeypatch.setattr(doctor, "check_port", broken)
+    monkeypatch.setattr(network, "host_port", broken)
     host = gpu_host(tmp_path)
 
     def no_statvfs(path):

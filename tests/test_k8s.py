@@ -320,3 +320,17 @@ def test_bad_env_file_line_is_named(tmp_path):
     (tmp_path / "no.env").write_text("MAX_MODEL_LEN 8192\n")
     r = generate(tmp_path, {})
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "line 1" in r.stderr, r.stderr
+
+
+def test_env_file_is_read_by_compose_or_not_at_all(tmp_path):
+    """.env as Compose reads it (the environment wins); without Compose, the environment alone
+    and a warning that says so."""
+    (tmp_path / "no.env").write_text("MAX_MODEL_LEN=16384\nMODEL_REVISION=v1.0  # a tag\n")
+    r = generate(tmp_path, {"MAX_MODEL_LEN": "4096"})
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    assert "--max-model-len 4096 " in r.stdout
+    assert "value: v1.0\n" in r.stdout and "a tag" not in r.stdout
+    r = generate(tmp_path, {"MAX_MODEL_LEN": "4096", "PATH": str(tmp_path)})  # no docker there
+    assert r.returncode == 0 and "v1.0" not in r.stdout and "--max-model-len 4096 " in r.stdout
+    assert r.stderr.startswith("k8s: warning: Compose did not run (docker: command not found); "
+                               "settings from the process environment only"), r.stderr  # fmt: skip

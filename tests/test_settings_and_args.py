@@ -61,6 +61,9 @@ def test_all_problems_are_reported_at_once():
     with pytest.raises(SettingsError) as e:
         load({"MAX_MODEL_LEN": "x", "SERVE_PORT": "0", "VLLM_API_KEY": "secret"})
     assert "MAX_MODEL_LEN" in str(e.value) and "SERVE_PORT" in str(e.value)
+    # each by name too, for doctor's rows
+    assert set(e.value.problems) == {"MAX_MODEL_LEN", "SERVE_PORT"}
+    assert e.value.problems["SERVE_PORT"] in str(e.value)
 
 
 @pytest.mark.unit
@@ -127,6 +130,7 @@ def test_gpu_count_makes_data_parallel_replicas():
         load({"GPU_COUNT": "3", "TENSOR_PARALLEL_SIZE": "2"})
     assert "GPU_COUNT=3 is not a multiple of TENSOR_PARALLEL_SIZE=2" in str(e.value)
     assert "fix: GPU_COUNT=2" in str(e.value)
+    assert e.value.problems == {"GPU_COUNT": str(e.value)}
 
 
 # --- one declaration per setting -----------------------------------------------------------------

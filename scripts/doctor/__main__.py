@@ -1,0 +1,5 @@
+import sys
+
+from scripts.doctor.cli import main
+
+sys.exit(main())

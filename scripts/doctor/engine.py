@@ -1,0 +1,127 @@
+"""Engine steps: the Docker engine, the Compose plugin, the NVIDIA container runtime. A further
+engine row (issue #14: the engine's hard `nofile` limit, from its own module) is one line in
+scripts/doctor/steps.py: any function of `Facts` that returns a Row (f.host.run for commands,
+f.docker_json("info") for the engine's answers, f.engine_up() to skip when it is down)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from scripts.doctor.host import Facts
+from scripts.preflight import FAIL, OK, WARN, Row
+
+DOCKER_MIN = 23
+COMPOSE_MIN = (2, 24, 4)  # depends_on.required and the !reset tag (compose.cpu.yaml)
+INSTALL_DOCKER = "install Docker Engine: https://docs.docker.com/engine/install/"
+INSTALL_COMPOSE = (
+    "install the Compose plugin >= 2.24.4: `sudo apt-get install docker-compose-plugin` (Docker's "
+    "apt repository) or put the docker-compose binary from "
+    "https://github.com/docker/compose/releases into ~/.docker/cli-plugins/"
+)
+INSTALL_TOOLKIT = (
+    "install nvidia-container-toolkit, then `sudo nvidia-ctk runtime configure --runtime=docker "
+    "&& sudo systemctl restart docker` (https://docs.nvidia.com/datacenter/cloud-native/"
+    "container-toolkit/latest/install-guide.html)"
+)
+
+
+def _version(raw: str) -> tuple[int, ...] | None:
+    m = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", raw.strip())
+    return tuple(int(g or 0) for g in m.groups()) if m else None
+
+
+def _engine_fix(err: str) -> str:
+    if "permission denied" in err.lower():
+        return (
+            "add yourself to the docker group: `sudo usermod -aG docker $USER`, then log in again"
+        )
+    return "start the engine: `sudo systemctl start docker`"
+
+
+def docker(f: Facts) -> Row:
+    name = "Docker engine"
+    if f.host.which("docker") is None:
+        return Row(name, FAIL, "the docker command is not installed", INSTALL_DOCKER)
+    version, err = f.docker_json("version")
+    server = (version or {}).get("Server") or {}
+    if err or not server.get("Version"):
+        info, ierr = f.docker_json("info")
+        if not info or ierr or not info.get("ServerVersion"):
+            why = (ierr or err).splitlines()[0] if (ierr or err) else "no answer"
+            return Row(name, FAIL, f"engine unreachable: {why}", _engine_fix(ierr or err))
+        raw = info["ServerVersion"]
+    else:
+        raw = server["Version"]
+    v = _version(raw)
+    if v is None:
+        return Row(name, WARN, f"engine version {raw!r} not understood", "")
+    if v[0] < DOCKER_MIN:
+        return Row(
+            name, WARN, f"engine {raw} is older than {DOCKER_MIN} (out of support)",
+            f"upgrade Docker Engine to {DOCKER_MIN} or newer: https://docs.docker.com/engine/install/",
+        )  # fmt: skip
+    return Row(name, OK, f"engine {raw}")
+
+
+def compose(f: Facts) -> Row:
+    """The plugin's version, from the answer the settings step already got."""
+    name = "Compose plugin"
+    if f.host.which("docker") is None:
+        return Row(name, FAIL, "no docker command", INSTALL_COMPOSE)
+    rc, out, err = f.compose.version
+    v = _version(out) if rc == 0 else None
+    if v is None:
+        why = (err or out).strip().splitlines()
+        return Row(
+            name, FAIL, f"`docker compose` missing ({why[0] if why else rc})", INSTALL_COMPOSE
+        )
+    shown = out.strip()
+    if v < COMPOSE_MIN:
+        return Row(
+            name, FAIL,
+            f"{shown} is older than 2.24.4 (compose files use depends_on.required and !reset)",
+            INSTALL_COMPOSE,
+        )  # fmt: skip
+    return Row(name, OK, f"{shown} (>= 2.24.4)")
+
+
+def _cdi_nvidia(f: Facts, dirs: Sequence[str]) -> str | None:
+    for d in dirs:
+        try:
+            names = f.host.list_dir(d)
+        except OSError:
+            continue
+        for n in names:
+            if n.endswith((".json", ".yaml", ".yml")):
+                try:
+                    text = f.host.read_text(f"{d}/{n}")
+                except OSError:
+                    continue
+                if "nvidia.com/gpu" in text:
+                    return f"{d}/{n}"
+    return None
+
+
+def nvidia_runtime(f: Facts) -> Row:
+    name = "NVIDIA runtime"
+    if f.device == "cpu":
+        return Row(name, OK, "not needed (SERVE_DEVICE=cpu; run with -f compose.cpu.yaml)")
+    if not f.engine_up():
+        return Row(name, WARN, "not checked: the Docker engine did not answer", "see Docker engine")
+    info, _ = f.docker_json("info")
+    runtimes = sorted((info or {}).get("Runtimes") or {})
+    if "nvidia" in runtimes:
+        return Row(name, OK, "the nvidia runtime is registered with Docker")
+    spec = _cdi_nvidia(f, (info or {}).get("CDISpecDirs") or [])  # null: CDI is off
+    if spec:
+        return Row(name, OK, f"CDI spec for NVIDIA GPUs: {spec}")
+    hook = f.host.which("nvidia-container-runtime-hook")
+    if hook:  # Docker registers its `nvidia` device driver when this hook is on its PATH
+        return Row(name, OK, f"{hook} present (Docker's nvidia device driver)")
+    return Row(
+        name, FAIL,
+        f"Docker has no NVIDIA runtime (runtimes: {', '.join(runtimes) or 'none'}; no CDI spec): "
+        "compose's GPU reservation fails with `could not select device driver \"nvidia\"`",
+        INSTALL_TOOLKIT,
+    )  # fmt: skip
