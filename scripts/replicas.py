@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from scripts import preflight, router
+from scripts.doctor.compose import parse_environment
 from scripts.settings import CONTAINER_NAMES, ROUTER, SETTINGS, SettingsError, load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,12 +52,7 @@ def compose(files: Sequence[str], *args: str) -> str:
 
 def environment(files: Sequence[str]) -> dict[str, str]:
     """The variables Compose interpolates with (.env under the process environment)."""
-    out = {}
-    for line in compose(files, "config", "--environment").splitlines():
-        name, sep, value = line.partition("=")
-        if sep:
-            out[name] = value
-    return out
+    return parse_environment(compose(files, "config", "--environment"))
 
 
 def gpu_groups(replicas: int, tp: int) -> list[list[str]]:
