@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from scripts import preflight
+from scripts import preflight, vllm_args
 from scripts.preflight import FAIL, OK, WARN, Gpu, Row
 from scripts.settings import FIELDS, Settings, SettingsError, load, read_keys
 
@@ -53,7 +53,6 @@ COMPOSE_SETTINGS = (
 EXTRA_SETTINGS = ("TRACK", "PREFLIGHT")
 DOCKER_MIN = 23
 COMPOSE_MIN = (2, 24, 4)  # depends_on.required and the !reset tag (compose.cpu.yaml)
-WEIGHTS_GB = 16.4  # Qwen3-8B's safetensors files
 CACHES_GB = 2.0  # torch.compile, Triton and FlashInfer caches on the `cache` volume
 HUBS = {"modelscope": ("MODELSCOPE_ENDPOINT", "https://www.modelscope.cn"),
         "huggingface": ("HF_ENDPOINT", "https://huggingface.co")}  # fmt: skip
@@ -387,7 +386,7 @@ class Facts:
         return self._once("volume:" + rel, get)
 
     def volume_complete(self) -> tuple[bool, str]:
-        text, why = self.volume_file(f"{self.s.model_id}/.qvs-complete.json")
+        text, why = self.volume_file(f"{self.s.checkpoint_id}/.qvs-complete.json")
         if text is None:
             return False, why
         try:
@@ -397,9 +396,10 @@ class Facts:
         return bool(files), f"{len(files)} verified files"
 
     def shape(self) -> preflight.ModelShape | None:
-        if self.s.model_id in preflight.KNOWN_MODELS:
-            return preflight.KNOWN_MODELS[self.s.model_id]
-        text, _ = self.volume_file(f"{self.s.model_id}/config.json")
+        known = preflight.model_shape(self.s)
+        if known is not None:
+            return known
+        text, _ = self.volume_file(f"{self.s.checkpoint_id}/config.json")
         return preflight.model_shape(self.s, text)
 
 
@@ -582,13 +582,9 @@ def check_disk(f: Facts) -> Row:
         except OSError as e:
             return Row(name, WARN, f"cannot read the free space of {root} ({e})", "")
     complete, _ = f.volume_complete() if f.engine_up() else (False, "")
-    shape = f.shape()
-    if f.s.model_id in preflight.KNOWN_MODELS:
-        weights = WEIGHTS_GB
-    elif shape is not None:
-        weights = shape.weight_bytes() / 1e9
-    else:
-        weights = None
+    shape = f.shape()  # the download's size: the weights of the checkpoint SERVE_PROFILE serves
+    fmt = vllm_args.PROFILES[f.s.profile].weights
+    weights = shape.weight_bytes(fmt) / 1e9 if shape is not None else None
     if complete:
         need, what = CACHES_GB, f"{CACHES_GB:.0f} GB of compile caches (the model is downloaded)"
     elif weights is None:

@@ -87,9 +87,12 @@ def test_cpu_device_and_parallelism():
     assert not any(f in cpu for f in ("--kv-cache-dtype", "--quantization"))
     tp = build_args(Settings(tensor_parallel_size=2, profile="fp8"))
     assert tp[tp.index("--tensor-parallel-size") + 1] == "2"
-    assert tp[tp.index("--quantization") + 1] == "fp8"
-    with pytest.raises(SettingsError, match="fp8 needs a GPU"):
-        load({"SERVE_PROFILE": "fp8", "SERVE_DEVICE": "cpu"})
+    # Qwen's FP8 checkpoint: vLLM reads its quantization_config, no online --quantization
+    assert tp[tp.index("--model") + 1] == "/models/Qwen/Qwen3-8B-FP8"
+    assert "--quantization" not in tp and tp[tp.index("--kv-cache-dtype") + 1] == "fp8"
+    for profile in ("fp8", "awq"):
+        with pytest.raises(SettingsError, match=f"SERVE_PROFILE={profile} needs a GPU"):
+            load({"SERVE_PROFILE": profile, "SERVE_DEVICE": "cpu"})
 
 
 @pytest.mark.unit
