@@ -244,7 +244,8 @@ def test_installed_vllm_parser_accepts_every_profile():
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     report = json.loads(r.stdout.strip().splitlines()[-1])
     assert report["refused"] == {} and report["accepted"] == len(list(check_cases()))
-    print(f"\nvLLM {report['vllm']} accepted {report['accepted']} argument lists")
+    print(f"\nvLLM {report['vllm']} accepted {report['accepted']} argument lists; "
+          f"checkpoints resolved to {report['quantization']}")  # fmt: skip
 
 
 def check_cases():
@@ -271,10 +272,14 @@ def test_gpu_track_vllm_parser_accepts_every_profile(version, tmp_path_factory):
 
     cache = Path(os.environ.get("QVS_CACHE", tmp_path_factory.mktemp("cache"))) / "parsers"
     site = cache / f"vllm-{version}"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site)]
     if not (site / ".complete").exists():
-        pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site)]
         subprocess.run([*pip, f"vllm=={version}", "gguf"], check=True, timeout=900)
         (site / ".complete").touch()
+    # modules the parsers import that the test venv lacks (vLLM 0.19's serve CLI: diskcache)
+    missing = [m for m in ("gguf", "diskcache") if not (site / m).exists()]
+    if missing:
+        subprocess.run([*pip, *missing], check=True, timeout=300)
     env = cpu_env(PYTHONPATH=f"{site}:{ROOT}")
     r = subprocess.run([sys.executable, "-m", "tests.check_vllm_args"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -282,7 +287,8 @@ def test_gpu_track_vllm_parser_accepts_every_profile(version, tmp_path_factory):
     report = json.loads(r.stdout.strip().splitlines()[-1])
     assert report["vllm"] == version and report["refused"] == {}
     assert report["accepted"] == len(list(check_cases()))
-    print(f"\nvLLM {version} (GPU track) accepted {report['accepted']} argument lists")
+    print(f"\nvLLM {version} (GPU track) accepted {report['accepted']} argument lists; "
+          f"checkpoints resolved to {report['quantization']}")  # fmt: skip
 
 
 @pytest.mark.unit
