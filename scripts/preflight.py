@@ -332,7 +332,9 @@ class ModelShape:
 
 
 # Qwen3-8B's config.json (the same numbers as tests/fixtures/standins.py's QWEN3_8B): 8.19e9
-# parameters, 16.4 GB in bf16 (vLLM on the H100 logged "Model loading took 15.27 GiB"), KV cache
+# parameters, 16.4 GB in bf16 (vLLM on the H100 logged "Model loading took 15.27 GiB"; Qwen's
+# FP8 checkpoint: 8.79 GiB by weight_bytes, its AWQ one 5.68 GiB, where a public vLLM 0.24 run
+# logged 5.71 GiB for Qwen/Qwen3-8B-AWQ; neither measured here yet), KV cache
 # 36 x 8 x 128 x 2 x 2 bytes = 144 KiB per token in bf16, 72 KiB in fp8 (the same logs: 54.48 GiB
 # held 396,720 tokens in bf16; 54.16 GiB held 788,704 in fp8: bench/results/2026-11-24-h100/).
 QWEN3_8B = ModelShape(
