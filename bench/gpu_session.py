@@ -1,9 +1,12 @@
 """One GPU measurement session: for each profile, start the server through `python -m
-scripts.serve` (the bundle's own argument builder) on the qwen3-8b-shape stand-in with
-`--load-format dummy`, time it to ready, run the benchmark sweep, optionally the smoke suite and a
-warm restart, then stop it. `baseline` is the literal `vllm serve MODEL` with vLLM's defaults.
+scripts.serve` (the bundle's own argument builder) on the stand-in of the checkpoint the profile
+serves, with `--load-format dummy` (qwen3-8b-shape for the bf16 profiles, its FP8 / AWQ variants
+for fp8 / awq: vLLM builds the real quantized layers and kernels), time it to ready, run the
+benchmark sweep, optionally the smoke suite and a warm restart, then stop it. `baseline` is the
+literal `vllm serve MODEL` with vLLM's defaults on the bf16 stand-in. Each run records the
+command it started (bench.run --meta flags=...).
 
-    python -m bench.gpu_session --model-dir DIR --out OUT --profiles baseline,default
+    python -m bench.gpu_session --out OUT --profiles plain,default,fp8,awq
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -47,21 +51,40 @@ def wait_ready(proc: subprocess.Popen, timeout: float = 560) -> float:
     raise TimeoutError("server not ready in time")
 
 
-def start(
-    profile: str, model_dir: Path, cache: Path, log: Path, extra: str, key_file: str
-) -> subprocess.Popen:
+def model_dir_for(profile: str, bf16_dir: Path | None) -> Path:
+    """The stand-in of the checkpoint a profile serves (`baseline`: the bf16 one)."""
+    from scripts.vllm_args import BF16, PROFILES
+    from tests.fixtures.standins import SHAPE_OF_FORMAT, ensure
+
+    weights = BF16 if profile == "baseline" else PROFILES[profile].weights
+    if weights == BF16 and bf16_dir is not None:
+        return bf16_dir
+    return ensure(SHAPE_OF_FORMAT[weights])
+
+
+def server(
+    profile: str, model_dir: Path, cache: Path, extra: str, key_file: str
+) -> tuple[list[str], dict[str, str], list[str]]:
+    """(command, environment, the vLLM command it runs) for a profile."""
     env = {**os.environ, **cache_env(cache), "API_KEY_FILE": key_file}
     if profile == "baseline":
         cmd = ["vllm", "serve", str(model_dir), "--served-model-name", "Qwen3-8B",
                "--load-format", "dummy", "--port", str(PORT)]  # fmt: skip
-    else:
-        env.update(
-            MODELS_DIR=str(model_dir.parent.parent),
-            MODEL_ID=f"{model_dir.parent.name}/{model_dir.name}",
-            LOAD_FORMAT="dummy", SERVE_PROFILE=profile, SERVE_DEVICE="cuda", SERVE_PORT=str(PORT),
-            SERVE_HOST="127.0.0.1", SERVE_EXTRA_ARGS=extra,
-        )  # fmt: skip
-        cmd = [sys.executable, "-m", "scripts.serve"]
+        return cmd, env, cmd
+    env.update(
+        MODELS_DIR=str(model_dir.parent.parent),
+        MODEL_ID=f"{model_dir.parent.name}/{model_dir.name}",
+        LOAD_FORMAT="dummy", SERVE_PROFILE=profile, SERVE_DEVICE="cuda", SERVE_PORT=str(PORT),
+        SERVE_HOST="127.0.0.1", SERVE_EXTRA_ARGS=extra,
+    )  # fmt: skip
+    cmd = [sys.executable, "-m", "scripts.serve"]
+    shown = subprocess.run([*cmd, "--print"], env=env, capture_output=True, text=True)
+    if shown.returncode:  # e.g. a folder of another format than the profile: say why, stop
+        raise RuntimeError(shown.stderr.strip() or f"scripts.serve --print: {shown.returncode}")
+    return cmd, env, shlex.split(shown.stdout)
+
+
+def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         cmd, env=env, stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -79,7 +102,9 @@ def stop(proc: subprocess.Popen) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model-dir", type=Path, required=True)
+    ap.add_argument(
+        "--model-dir", type=Path, default=None, help="bf16 folder (default: the stand-in)"
+    )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--profiles", required=True, help="comma list; NAME or NAME:label")
     ap.add_argument("--concurrency", default="1,8,32,64,128")
@@ -100,7 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         if a.cold and cache.exists():
             shutil.rmtree(cache)
         log = a.out / f"{label}.log"
-        proc = start(profile, a.model_dir, cache, log, a.extra, a.api_key_file)
+        model_dir = model_dir_for(profile, a.model_dir)
+        try:
+            cmd, env, vllm_cmd = server(profile, model_dir, cache, a.extra, a.api_key_file)
+        except RuntimeError as e:
+            print(f"{label}: not started: {e}", flush=True)
+            continue
+        proc = start(cmd, env, log)
         try:
             ready = wait_ready(proc)
             state = "cold" if a.cold else "as cached"
@@ -115,10 +146,11 @@ def main(argv: list[str] | None = None) -> int:
                 timings["smoke_rc"] = rc
             bench = None if a.no_bench else subprocess.run([
                 sys.executable, "-m", "bench.run", "--base-url", f"http://127.0.0.1:{PORT}",
-                "--model", "Qwen3-8B", "--tokenizer", str(a.model_dir), "--label", label,
+                "--model", "Qwen3-8B", "--tokenizer", str(model_dir), "--label", label,
                 "--concurrency", a.concurrency, "--scale", str(a.scale),
                 "--ready-s", f"{ready:.1f}",
                 "--meta", f"profile={profile}", "--meta", f"extra={a.extra}",
+                "--meta", f"flags={shlex.join(vllm_cmd)}",
                 "--out", str(a.out / f"{label}.json"),
             ], env={**os.environ, "API_KEY_FILE": a.api_key_file}, capture_output=True,
                 text=True)  # fmt: skip
@@ -133,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{label}: bench exit {bench.returncode}", flush=True)
             if a.warm_restart:
                 stop(proc)
-                proc = start(profile, a.model_dir, cache, log, a.extra, a.api_key_file)
+                proc = start(cmd, env, log)
                 timings["warm_ready_s"] = wait_ready(proc)
                 print(f"{label}: warm restart ready in {timings['warm_ready_s']:.1f}s", flush=True)
             rec_path = a.out / f"{label}.json"

@@ -5,9 +5,13 @@
 Random data, 1000 tokens in / 500 out, EOS ignored, for each concurrency in --concurrency. Every
 run draws fresh prompts (a new seed per concurrency, recorded): a rerun on a live server would
 otherwise hit the prefix cache with the same prompts and measure the cache, not the server. The
-output JSON keeps, per concurrency: output tok/s, TTFT, TPOT and ITL (mean, p50, p99). Run it
-inside the bundle's image (it has vLLM) against the stack, or anywhere vLLM is installed.
-`bench.report` turns one or more of these files into plots and a Markdown report.
+output JSON keeps, per concurrency: output tok/s, TTFT, TPOT and ITL (mean, p50, p99), and what
+makes runs comparable: the card (nvidia-smi's name, driver and memory, where there is one), the
+vLLM and torch versions, the server's flags (--meta flags=..., bench.gpu_session passes the
+command it started), the checkpoint the server reports (/v1/models) and how many requests it had
+finished before this run (/metrics). Run it inside the bundle's image (it has vLLM) against the
+stack, or anywhere vLLM is installed. `bench.report` turns one or more of these files into plots
+and a Markdown report, and refuses to compare runs from different cards or versions.
 """
 
 from __future__ import annotations
@@ -60,13 +64,49 @@ def bench_once(
     return {k: result[k] for k in KEEP if k in result}
 
 
-def vllm_version() -> str:
+def version(module: str) -> str:
     try:
-        import vllm
-
-        return vllm.__version__
+        return __import__(module).__version__
     except ImportError:
         return "unknown"
+
+
+def card() -> dict | None:
+    """The GPUs as nvidia-smi names them (None without nvidia-smi: a CPU run)."""
+    from scripts.preflight import query_gpus
+
+    gpus, _ = query_gpus()
+    if not gpus:
+        return None
+    return {"name": gpus[0].name, "driver": gpus[0].driver, "memory_mib": gpus[0].total_mib,
+            "count": len(gpus)}  # fmt: skip
+
+
+def _get(url: str, key: str | None) -> bytes | None:
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.read()
+    except OSError:
+        return None
+
+
+def server_facts(base_url: str, key: str | None) -> dict:
+    """What the server says about itself: the checkpoint it serves and its length (/v1/models),
+    and the requests it had finished before this run (/metrics: vllm:request_success_total)."""
+    out: dict = {}
+    models = _get(base_url + "/v1/models", key)
+    if models:
+        data = json.loads(models).get("data") or [{}]
+        out.update(root=data[0].get("root"), max_model_len=data[0].get("max_model_len"))
+    metrics = _get(base_url + "/metrics", key)
+    if metrics:
+        lines = metrics.decode(errors="replace").splitlines()
+        done = [ln.rsplit(" ", 1)[1] for ln in lines if ln.startswith("vllm:request_success_total")]
+        out["requests_before"] = int(sum(float(v) for v in done))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,22 +132,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
+    from scripts.settings import read_keys
+
     if a.tokenizer is None:
         from scripts.settings import load
 
         a.tokenizer = str(load().model_path)
     key_file = os.environ.get("API_KEY_FILE")
     if key_file and not os.environ.get("OPENAI_API_KEY"):  # vllm bench sends OPENAI_API_KEY
-        os.environ["OPENAI_API_KEY"] = Path(key_file).read_text().strip()
+        os.environ["OPENAI_API_KEY"] = (read_keys(Path(key_file).read_text()) or [""])[0]
     record = {
         "label": a.label,
-        "vllm": vllm_version(),
+        "vllm": version("vllm"),
+        "torch": version("torch"),
+        "card": card(),
         "host": platform.node(),
         "date": time.strftime("%Y-%m-%d"),
         "input_len": a.input_len,
         "output_len": a.output_len,
         "ready_s": a.ready_s,
         "meta": dict(kv.split("=", 1) for kv in a.meta),
+        "server": server_facts(a.base_url, os.environ.get("OPENAI_API_KEY")),
         "results": {},
     }
     seed = secrets.randbelow(2**31) if a.seed is None else a.seed

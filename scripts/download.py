@@ -83,6 +83,17 @@ class Hub:
     def _translate(self, e: Exception) -> Exception:
         return e
 
+    def missing(self, fix: str) -> DownloadError:
+        """The repo or revision does not exist: say which repo, and where it came from."""
+        s = self.s
+        via = f"SERVE_PROFILE={s.profile}'s checkpoint of MODEL_ID={s.model_id}, "
+        why = via if s.checkpoint_id != s.model_id else ""
+        more = ", or SERVE_PROFILE=default" if why else ""
+        return DownloadError(
+            f"{s.checkpoint_id} ({why}revision {s.model_revision}) does not exist on "
+            f"{self.name}{fix}; check MODEL_ID and MODEL_REVISION in .env{more}"
+        )
+
     def _call(self, fn, *args, **kwargs):
         """Call the hub client; its errors become one-line DownloadErrors where we know them."""
         try:
@@ -93,7 +104,7 @@ class Hub:
     def fetch(self, paths: list[str], target: Path) -> None:
         self._call(
             self.snapshot_download(),
-            self.s.model_id,
+            self.s.checkpoint_id,
             revision=self.s.model_revision,
             local_dir=str(target),
             **{self.pattern_arg: paths},
@@ -124,10 +135,7 @@ class ModelScope(Hub):
 
         status = getattr(getattr(e, "response", None), "status_code", None)
         if status == 404 or isinstance(e, errors.NotExistError):
-            return DownloadError(
-                f"{self.s.model_id} (revision {self.s.model_revision}) does not exist on "
-                f"{self.name} ({self.endpoint}); check MODEL_ID and MODEL_REVISION in .env"
-            )
+            return self.missing(f" ({self.endpoint})")
         if isinstance(e, (errors.NetworkError, requests.ConnectionError, requests.Timeout)):
             return HubUnreachable(
                 f"cannot reach {self.name} at {self.endpoint} ({type(e).__name__}); check the "
@@ -149,7 +157,7 @@ class ModelScope(Hub):
 
         files = self._call(
             HubApi().list_repo_files,
-            self.s.model_id,
+            self.s.checkpoint_id,
             "model",
             revision=self.s.model_revision,
             recursive=True,
@@ -176,11 +184,7 @@ class HuggingFace(Hub):
         from huggingface_hub import errors
 
         if isinstance(e, (errors.RepositoryNotFoundError, errors.RevisionNotFoundError)):
-            return DownloadError(
-                f"{self.s.model_id} (revision {self.s.model_revision}) does not exist on "
-                f"{self.name}; check MODEL_ID and MODEL_REVISION in .env (or set HF_TOKEN for "
-                "gated repos)"
-            )
+            return self.missing(" (or it is gated: set HF_TOKEN)")
         if isinstance(e, (requests.ConnectionError, requests.Timeout, OSError)):
             return HubUnreachable(
                 f"cannot reach {self.name} at {self.endpoint} ({type(e).__name__}); check the "
@@ -192,7 +196,10 @@ class HuggingFace(Hub):
         from huggingface_hub import HfApi
 
         info = self._call(
-            HfApi().model_info, self.s.model_id, revision=self.s.model_revision, files_metadata=True
+            HfApi().model_info,
+            self.s.checkpoint_id,
+            revision=self.s.model_revision,
+            files_metadata=True,
         )
         out = []
         for f in info.siblings or []:
@@ -424,14 +431,14 @@ def run(s: Settings) -> str:
         return offline_verify(target, e)
     if not remote:
         raise DownloadError(
-            f"{source.name} lists no files for {s.model_id} at revision {s.model_revision}; "
+            f"{source.name} lists no files for {s.checkpoint_id} at revision {s.model_revision}; "
             "check MODEL_REVISION"
         )
     total = sum(rf.size for rf in remote)
     good, todo = check_local(target, remote)
     if not todo and manifest.read(target) is not None:
         return (
-            f"{s.model_id}: all {len(remote)} files ({human(total)}) verified in "
+            f"{s.checkpoint_id}: all {len(remote)} files ({human(total)}) verified in "
             f"{time.monotonic() - t0:.1f}s; nothing to download"
         )
     manifest.invalidate(target)
@@ -446,7 +453,7 @@ def run(s: Settings) -> str:
         every = s.download_progress_interval
         earlier = f", {human(resumed)} of it on disk from an earlier run" if resumed else ""
         print(
-            f"download: {s.model_id}@{s.model_revision} from {source.name}: {len(todo)} of "
+            f"download: {s.checkpoint_id}@{s.model_revision} from {source.name}: {len(todo)} of "
             f"{len(remote)} files to fetch ({human(need)} of {human(total)}{earlier}; "
             f"1 MB = 10^6 bytes)" + (f"; progress every {every}s" if every else ""),
             flush=True,
@@ -466,14 +473,14 @@ def run(s: Settings) -> str:
     manifest.write(
         target,
         {p: {"size": sizes[p], "sha256": h} for p, h in sorted(good.items())},
-        model_id=s.model_id,
+        model_id=s.checkpoint_id,
         revision=s.model_revision,
         source=s.model_source,
     )
     secs = time.monotonic() - t0
     rate = fetched_bytes / fetch_secs if fetch_secs else 0.0
     return (
-        f"{s.model_id}: {len(todo)} files fetched, {len(remote)} verified, {human(total)} "
+        f"{s.checkpoint_id}: {len(todo)} files fetched, {len(remote)} verified, {human(total)} "
         f"({total} bytes); fetched {human(fetched_bytes)} in {fetch_secs:.1f}s "
         f"({human(rate)}/s average), kept {len(remote) - len(todo)} files ({human(kept)}); "
         f"done in {secs:.1f}s"

@@ -46,7 +46,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from scripts import pin_images, preflight, router
+from scripts import pin_images, preflight, router, vllm_args
 from scripts import settings as registry
 from scripts.doctor import compose
 from scripts.doctor.disk import CACHES_GB
@@ -236,13 +236,14 @@ def http_probe(port: str, failures: int, timeout: int = 5) -> dict:
 
 
 def models_size(s: Settings) -> str:
-    shape = preflight.KNOWN_MODELS.get(s.model_id)
+    shape = preflight.model_shape(s)  # the checkpoint SERVE_PROFILE downloads
     if shape is None:
         raise ManifestError(
             f"MODEL_ID={s.model_id}: its size is not known here; fix: pass --models-size "
             "(e.g. --models-size 40Gi, the weights plus a quarter)"
         )
-    return f"{math.ceil(shape.weight_bytes() * MODELS_HEADROOM / 2**30)}Gi"
+    weights = shape.weight_bytes(vllm_args.PROFILES[s.profile].weights)
+    return f"{math.ceil(weights * MODELS_HEADROOM / 2**30)}Gi"
 
 
 def claim(name: str, size: str, storage_class: str) -> dict:

@@ -11,7 +11,7 @@ import sys
 
 from scripts import manifest
 from scripts.settings import SettingsError, load
-from scripts.vllm_args import llm_kwargs
+from scripts.vllm_args import checkpoint_problem, llm_kwargs
 
 # Qwen3's recommended sampling (the tutorial's comments): thinking vs non-thinking mode
 SAMPLING = {
@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
             manifest.require_complete(s.model_path)
     except (SettingsError, manifest.NotReady) as e:
         print(f"offline_infer: {e}", file=sys.stderr)
+        return 2
+    if problem := checkpoint_problem(s):
+        print(f"offline_infer: {problem}", file=sys.stderr)
         return 2
     from vllm import LLM, SamplingParams
 

@@ -276,14 +276,19 @@ class ModelShape:
     max_position: int
     dtype_bytes: int = 2
 
+    def linear_shapes(self) -> list[tuple[int, int]]:
+        """(out, in) of one layer's projections as the checkpoint stores them: q, k, v, o,
+        gate, up, down (what fp8 and AWQ quantize)."""
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        h, i = self.hidden, self.intermediate
+        return [(q, h), (kv, h), (kv, h), (h, q), (i, h), (i, h), (h, i)]
+
     def linear_params(self) -> int:
-        """Parameters in the attention and MLP projections (what fp8 quantization converts)."""
-        attn = self.hidden * self.head_dim * (2 * self.heads + 2 * self.kv_heads)
-        mlp = 3 * self.hidden * self.intermediate
-        return self.layers * (attn + mlp)
+        """Parameters in the attention and MLP projections."""
+        return self.layers * sum(o * i for o, i in self.linear_shapes())
 
     def other_params(self) -> int:
-        """Embedding, LM head and norms (kept in bf16 by vLLM's fp8 quantization)."""
+        """Embedding, LM head and norms (unquantized in Qwen's FP8 and AWQ checkpoints)."""
         embed = self.vocab * self.hidden * (1 if self.tied else 2)
         norms = self.layers * (2 * self.hidden + 2 * self.head_dim) + self.hidden
         return embed + norms
@@ -291,11 +296,35 @@ class ModelShape:
     def params(self) -> int:
         return self.linear_params() + self.other_params()
 
-    def weight_bytes(self, fp8: bool = False, dtype_bytes: int | None = None) -> int:
+    def weight_bytes(
+        self, fmt: str = "bf16", dtype_bytes: int | None = None, quant: Mapping | None = None
+    ) -> int:
+        """Bytes of the weights vLLM holds for a checkpoint of this format (vllm_args' BF16,
+        FP8, AWQ). Quantized projections: fp8 block-wise is 1 byte a weight plus a float32
+        scale per block (weight_block_size, e.g. 128 x 128); AWQ packs 4-bit weights 8 to an
+        int32 plus, per group of group_size inputs and per output, an fp16 scale and a 4-bit
+        zero point (8 to an int32). The rest stays in the checkpoint's dtype. `quant` is the
+        checkpoint's quantization_config (the profile's declared one by default)."""
         b = self.dtype_bytes if dtype_bytes is None else dtype_bytes
-        if fp8:
-            return self.linear_params() + self.other_params() * b
-        return self.params() * b
+        rest = self.other_params() * b
+        if fmt == vllm_args.BF16:
+            return self.linear_params() * b + rest
+        q = dict(quant_config(fmt) if quant is None else quant)
+        per_layer = 0
+        if fmt == vllm_args.FP8:
+            bo, bi = q.get("weight_block_size") or (0, 0)
+            for o, i in self.linear_shapes():
+                scales = math.ceil(o / bo) * math.ceil(i / bi) if bo and bi else 1
+                per_layer += o * i + 4 * scales
+        elif fmt == vllm_args.AWQ:
+            bits, group = int(q["bits"]), int(q["group_size"])
+            for o, i in self.linear_shapes():
+                groups = math.ceil(i / group) if group > 0 else 1
+                zeros = groups * o * bits / 8 if q.get("zero_point") else 0
+                per_layer += o * i * bits / 8 + groups * o * 2 + zeros
+        else:
+            raise ValueError(f"no memory model for {fmt!r} weights")
+        return math.ceil(self.layers * per_layer) + rest
 
     def kv_bytes_per_token(self, kv_bytes: int) -> int:
         """K and V of every layer for one token: layers x kv_heads x head_dim x 2 x bytes."""
@@ -303,14 +332,39 @@ class ModelShape:
 
 
 # Qwen3-8B's config.json (the same numbers as tests/fixtures/standins.py's QWEN3_8B): 8.19e9
-# parameters, 16.4 GB in bf16 (vLLM on the H100 logged "Model loading took 15.27 GiB"), KV cache
+# parameters, 16.4 GB in bf16 (vLLM on the H100 logged "Model loading took 15.27 GiB"; Qwen's
+# FP8 checkpoint: 8.79 GiB by weight_bytes, its AWQ one 5.68 GiB, where a public vLLM 0.24 run
+# logged 5.71 GiB for Qwen/Qwen3-8B-AWQ; neither measured here yet), KV cache
 # 36 x 8 x 128 x 2 x 2 bytes = 144 KiB per token in bf16, 72 KiB in fp8 (the same logs: 54.48 GiB
 # held 396,720 tokens in bf16; 54.16 GiB held 788,704 in fp8: bench/results/2026-11-24-h100/).
 QWEN3_8B = ModelShape(
     layers=36, hidden=4096, intermediate=12288, heads=32, kv_heads=8, head_dim=128,
     vocab=151936, tied=False, max_position=40960,
 )  # fmt: skip
-KNOWN_MODELS: dict[str, ModelShape] = {"Qwen/Qwen3-8B": QWEN3_8B}
+# Qwen/Qwen3-8B and its FP8 / AWQ checkpoints (the same shape, another weight format)
+KNOWN_MODELS: dict[str, ModelShape] = {
+    vllm_args.checkpoint_id("Qwen/Qwen3-8B", name): QWEN3_8B for name in vllm_args.PROFILES
+}
+
+
+def quant_config(fmt: str) -> Mapping:
+    """The quantization_config a profile of this weight format declares (scripts/vllm_args)."""
+    for p in vllm_args.PROFILES.values():
+        if p.weights == fmt and p.quantization_config is not None:
+            return p.quantization_config
+    raise ValueError(f"no profile serves {fmt!r} weights")
+
+
+def folder_quant(config_text: str | None) -> Mapping | None:
+    """The quantization_config of a downloaded config.json, when there is one."""
+    try:
+        cfg = json.loads(config_text) if config_text else None
+    except ValueError:
+        return None
+    quant = cfg.get("quantization_config") if isinstance(cfg, Mapping) else None
+    return quant if isinstance(quant, Mapping) else None
+
+
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 
@@ -336,9 +390,11 @@ def shape_from_config(cfg: Mapping) -> ModelShape | None:
 
 
 def model_shape(s: Settings, config_text: str | None = None) -> ModelShape | None:
-    """Known numbers for Qwen/Qwen3-8B; for another model, its config.json when we have it."""
-    if s.model_id in KNOWN_MODELS:
-        return KNOWN_MODELS[s.model_id]
+    """Known numbers for Qwen/Qwen3-8B (and its quantized checkpoints); for another model, its
+    config.json when we have it."""
+    for repo in (s.checkpoint_id, s.model_id):
+        if repo in KNOWN_MODELS:
+            return KNOWN_MODELS[repo]
     if config_text is None:
         return None
     try:
@@ -370,9 +426,13 @@ class Need:
 
     weights: int  # bytes per GPU
     kv_per_token: int  # bytes per token per GPU
-    fp8_weights: bool
+    weight_format: str  # vllm_args' BF16, FP8 or AWQ
     fp8_kv: bool
     tp: int
+
+    @property
+    def fp8_weights(self) -> bool:
+        return self.weight_format == vllm_args.FP8
 
     def budget(self, total_mib: int, util: float) -> float:
         return total_mib * MIB * util - self.weights - OVERHEAD_BYTES
@@ -382,19 +442,28 @@ class Need:
 
 
 def model_memory_need(
-    s: Settings, shape: ModelShape, profile: str | None = None, tp: int | None = None
+    s: Settings,
+    shape: ModelShape,
+    profile: str | None = None,
+    tp: int | None = None,
+    quant: Mapping | None = None,
 ) -> Need:
-    """Bytes per GPU for the weights and per token of KV cache, for this profile and TP: read
-    off the vLLM argument list scripts/vllm_args.py builds for them (profile flags, then
-    SERVE_EXTRA_ARGS), so the estimate and what vLLM is told cannot disagree."""
+    """Bytes per GPU for the weights and per token of KV cache, for this profile and TP: the
+    weight format of the checkpoint the profile serves (scripts/vllm_args.py's PROFILES, or
+    online fp8 where SERVE_EXTRA_ARGS asks for it) and the KV cache type of the argument list
+    vllm_args builds, so the estimate and what vLLM is told cannot disagree. `quant`: the
+    downloaded checkpoint's quantization_config (group size, block size), when known."""
     profile = s.profile if profile is None else profile
     tp = s.tensor_parallel_size if tp is None else tp
-    args = vllm_args.build_args(replace(s, profile=profile, tensor_parallel_size=tp))
-    fp8_w, fp8_kv = vllm_args.fp8_weights(args), vllm_args.fp8_kv_cache(args)
+    s = replace(s, profile=profile, tensor_parallel_size=tp)
+    args = vllm_args.build_args(s)
+    fmt, fp8_kv = vllm_args.weight_format(s, args), vllm_args.fp8_kv_cache(args)
     dbytes = DTYPE_BYTES.get(vllm_args.flag(args, "--dtype") or "auto", shape.dtype_bytes)
-    weights = shape.weight_bytes(fp8=fp8_w, dtype_bytes=dbytes)
+    if fmt == vllm_args.FP8 and vllm_args.PROFILES[profile].weights == vllm_args.BF16:
+        quant = {}  # online fp8: one scale per tensor, not blocks
+    weights = shape.weight_bytes(fmt, dbytes, quant)
     kv = shape.kv_bytes_per_token(1 if fp8_kv else dbytes)
-    return Need(math.ceil(weights / tp), math.ceil(kv / tp), fp8_w, fp8_kv, tp)
+    return Need(math.ceil(weights / tp), math.ceil(kv / tp), fmt, fp8_kv, tp)
 
 
 def gib(n: float) -> str:
@@ -406,44 +475,56 @@ def _round_len(tokens: int, cap: int) -> int:
 
 
 def _profile_names(need: Need) -> str:
-    w = "fp8" if need.fp8_weights else "bf16"
     kv = "fp8" if need.fp8_kv else "bf16"
-    return f"{w} weights, {kv} KV cache"
+    return f"{need.weight_format} weights, {kv} KV cache"
 
 
 def suggest_fit(
-    s: Settings, shape: ModelShape, total_mib: int, n_gpus: int
+    s: Settings, shape: ModelShape, total_mib: int, n_gpus: int, quant: Mapping | None = None
 ) -> tuple[dict[str, str], str]:
     """The smallest change of settings with which one MAX_MODEL_LEN sequence fits: a profile
-    with an fp8 KV cache, fp8 weights, more GPUs, or a shorter MAX_MODEL_LEN (in that order).
+    with an fp8 KV cache, Qwen's FP8 checkpoint, its 4-bit AWQ checkpoint, more GPUs, or a
+    shorter MAX_MODEL_LEN (in that order). `quant`: the downloaded checkpoint's
+    quantization_config (it describes the current profile's checkpoint only).
     Returns (.env settings, explanation); ({}, why) when nothing fits this GPU."""
     util, length, tp = s.gpu_memory_utilization, s.max_model_len, s.tensor_parallel_size
     cap = min(MAX_LEN_CAP, shape.max_position or MAX_LEN_CAP)
     profiles = [s.profile]
     if s.profile in ("plain", "latency"):
         profiles.append("default")  # the same bf16 weights, half the KV cache
-    if s.profile != "fp8" and s.device == "cuda":
-        profiles.append("fp8")
+    if s.device == "cuda":
+        profiles += [p for p in ("fp8", "awq") if p != s.profile]
+
+    def need(p: str, t: int) -> Need:
+        return model_memory_need(s, shape, p, t, quant if p == s.profile else None)
+
     tps = [tp] + [t for t in (2, 4, 8) if tp < t <= n_gpus and shape.kv_heads % t == 0]
     for t in tps:
         for p in profiles:
-            need = model_memory_need(s, shape, p, t)
-            if need.tokens(total_mib, util) >= length:
+            if need(p, t).tokens(total_mib, util) >= length:
                 out = {}
                 if p != s.profile:
                     out["SERVE_PROFILE"] = p
                 if t != tp:
                     out.update(TENSOR_PARALLEL_SIZE=str(t), GPU_COUNT=str(t))
-                return out, f"fits with {_profile_names(need)} on {t} GPU(s)"
+                return out, f"fits with {_profile_names(need(p, t))} on {t} GPU(s)"
     # shorter sequences: the profile that holds the most tokens on the current TP
-    best = max(profiles, key=lambda p: model_memory_need(s, shape, p, tp).tokens(total_mib, util))
-    tokens = model_memory_need(s, shape, best, tp).tokens(total_mib, util)
+    best = max(profiles, key=lambda p: need(p, tp).tokens(total_mib, util))
+    tokens = need(best, tp).tokens(total_mib, util)
     fit = _round_len(tokens, cap)
     if fit >= 1024:
         out = {"SERVE_PROFILE": best} if best != s.profile else {}
         out["MAX_MODEL_LEN"] = str(fit)
         return out, f"{tokens} tokens of KV cache fit with SERVE_PROFILE={best}"
-    return {}, "not even 1024 tokens fit on this GPU with fp8 weights"
+    return {}, f"not even 1024 tokens fit on this GPU with {_profile_names(need(best, tp))}"
+
+
+# what a suggested profile asks of the GPU (vLLM's minimum for fp8 block-wise on Marlin and for
+# AWQ is Turing; fp8 runs natively on Ada / Hopper, through Marlin on older cards)
+PROFILE_NOTES = {
+    "fp8": "; fp8 downloads Qwen's FP8 checkpoint (Qwen/Qwen3-8B-FP8), native on Ada/Hopper",
+    "awq": "; awq downloads Qwen's 4-bit AWQ checkpoint (Qwen/Qwen3-8B-AWQ), Marlin kernels",
+}
 
 
 def check_gpu_memory(
@@ -451,6 +532,7 @@ def check_gpu_memory(
     gpus: Sequence[Gpu],
     shape: ModelShape | None,
     tp: int | None = None,
+    quant: Mapping | None = None,
 ) -> Row:
     """Does one full MAX_MODEL_LEN sequence fit next to the weights on the smallest of the first
     TP GPUs (vLLM refuses to start otherwise)? FAIL with the settings that fit; WARN when fewer
@@ -472,7 +554,7 @@ def check_gpu_memory(
     total, util, length = gpu.total_mib or 0, s.gpu_memory_utilization, s.max_model_len
     if tp != s.tensor_parallel_size:
         s = replace(s, tensor_parallel_size=tp)
-    need = model_memory_need(s, shape)
+    need = model_memory_need(s, shape, quant=quant)
     tokens = need.tokens(total, util)
     seqs = tokens // length
     per_gpu = f" per GPU (TP={tp})" if tp > 1 else ""
@@ -482,11 +564,10 @@ def check_gpu_memory(
         f"overhead leave {gib(max(0, need.budget(total, util)))} = {tokens} tokens of KV cache"
     )
     if seqs < 1:
-        suggest, why = suggest_fit(s, shape, total, len(gpus))
+        suggest, why = suggest_fit(s, shape, total, len(gpus), quant)
         if suggest:
             fix = " and ".join(f"{k}={v}" for k, v in suggest.items()) + f" in .env ({why})"
-            if suggest.get("SERVE_PROFILE") == "fp8":
-                fix += "; fp8 weights need an Ampere (sm80) or newer GPU"
+            fix += PROFILE_NOTES.get(suggest.get("SERVE_PROFILE", ""), "")
         else:
             fix = f"use a GPU with more memory ({why}), or raise GPU_MEMORY_UTILIZATION (max 0.98)"
         if need.budget(total, util) <= 0:
@@ -510,7 +591,9 @@ def check_gpu_memory(
     return Row(name, OK, f"{where}: {seqs} full {length}-token sequences at once")
 
 
-def check_gpu_free(s: Settings, gpus: Sequence[Gpu], shape: ModelShape | None = None) -> Row:
+def check_gpu_free(
+    s: Settings, gpus: Sequence[Gpu], shape: ModelShape | None = None, quant: Mapping | None = None
+) -> Row:
     """Memory other processes hold: vLLM needs GPU_MEMORY_UTILIZATION x total free at start."""
     name = "GPU free memory"
     used = [g for g in gpus[: s.gpu_count] if g.total_mib and g.used_mib is not None]
@@ -534,7 +617,7 @@ def check_gpu_free(s: Settings, gpus: Sequence[Gpu], shape: ModelShape | None = 
     stop = f"stop the processes using GPU {worst.index} (nvidia-smi lists them)"
     if fit >= 0.05 and shape is not None:
         lower = replace(s, gpu_memory_utilization=fit)
-        if check_gpu_memory(lower, gpus, shape).status != FAIL:
+        if check_gpu_memory(lower, gpus, shape, quant=quant).status != FAIL:
             return Row(
                 name, FAIL, detail,
                 f"GPU_MEMORY_UTILIZATION={fit:.2f} in .env, or {stop}",
@@ -583,15 +666,18 @@ def container_rows(
     config_text: str | None = None,
 ) -> list[Row]:
     """The checks serve runs before exec'ing vLLM, on the GPUs the container sees. The track
-    comes from the image's CUDA_VERSION (compose does not pass TRACK to the container)."""
+    comes from the image's CUDA_VERSION (compose does not pass TRACK to the container). The
+    model folder's config.json, when given, gives the shape of an unknown model and the group
+    or block size of a quantized checkpoint."""
     track = track_from_cuda_version(env.get("CUDA_VERSION", ""), s.track)
     shape = model_shape(s, config_text)
+    quant = folder_quant(config_text)
     gpus = visible(gpus, env, ("CUDA_VISIBLE_DEVICES",))  # the runtime applied NVIDIA_VISIBLE_..
     return [
         check_driver(track, gpus),
         check_gpu_count(s.tensor_parallel_size, gpus, s.gpu_count),
-        check_gpu_memory(s, gpus, shape),
-        check_gpu_free(s, gpus, shape),
+        check_gpu_memory(s, gpus, shape, quant=quant),
+        check_gpu_free(s, gpus, shape, quant),
     ]
 
 
@@ -613,7 +699,7 @@ def container_check(
     if gpus is None:
         say(f"serve: preflight: warning: {why}; GPU checks skipped (vLLM will report)")
         return True
-    config = None if s.model_id in KNOWN_MODELS else read_config(s.model_path)
+    config = read_config(s.model_path)
     ok = True
     for row in container_rows(s, env, gpus, config):
         if row.status == FAIL:

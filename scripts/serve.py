@@ -1,7 +1,7 @@
 """Start vLLM's OpenAI-compatible server from the settings. The argument list comes from
 `scripts/vllm_args.py` (the one place that builds it); this is the container's entry point.
 
-    python -m scripts.serve            # validate, check the weights, exec vLLM
+    python -m scripts.serve            # validate, check the weights' folder and format, exec vLLM
     python -m scripts.serve --print    # print the command instead of running it
 """
 
@@ -14,7 +14,7 @@ import sys
 
 from scripts import manifest
 from scripts.settings import SettingsError, load
-from scripts.vllm_args import command
+from scripts.vllm_args import checkpoint_problem, command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
             manifest.require_complete(s.model_path)
     except (SettingsError, manifest.NotReady) as e:
         print(f"serve: {e}", file=sys.stderr)
+        return 2
+    if problem := checkpoint_problem(s):  # e.g. SERVE_PROFILE=awq on a bf16 folder
+        print(f"serve: {problem}", file=sys.stderr)
         return 2
     cmd = command(s)
     if opts.print:

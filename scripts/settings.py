@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from scripts import vllm_args
 from scripts.vllm_args import PROFILE_FLAGS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,10 +199,13 @@ SETTINGS: tuple[Setting, ...] = (
     S("BASE_IMAGE", TRACK_IMAGES["cu124"], "the CUDA base image of the track, pinned by digest "
       "(.env.example: the commented line is cu130's)",
       TRACK_SECTION, scope=COMPOSE, example=f"BASE_IMAGE={TRACK_IMAGES['cu130']}"),
-    S("MODEL_ID", "Qwen/Qwen3-8B", "what to download and serve (OWNER/NAME on the hub)",
+    S("MODEL_ID", "Qwen/Qwen3-8B", "what to download and serve (OWNER/NAME on the hub); "
+      "SERVE_PROFILE=fp8 / awq take Qwen's own checkpoint of it (Qwen/Qwen3-8B-FP8 / -AWQ); a "
+      "repo that already ends in -FP8 / -AWQ, or another owner's, is served as given",
       MODEL, _model_id, "model_id"),
-    S("MODEL_REVISION", "master", "a branch, tag or commit; pin a commit for reproducible "
-      "deployments", MODEL, _revision, "model_revision"),
+    S("MODEL_REVISION", "master", "a branch, tag or commit of the repo served (fp8 / awq: of "
+      "the -FP8 / -AWQ repo); pin a commit for reproducible deployments", MODEL, _revision,
+      "model_revision"),
     S("MODEL_SOURCE", "modelscope", "modelscope (as in the tutorial) or huggingface",
       MODEL, _choice(SOURCES), "model_source"),
     S("MODELSCOPE_ENDPOINT", "", "a ModelScope mirror, e.g. a company proxy; empty: the public "
@@ -217,8 +221,10 @@ SETTINGS: tuple[Setting, ...] = (
       "token in bf16 (72 in fp8)", SERVING, _int_range(256, 40960), "max_model_len"),
     S("GPU_MEMORY_UTILIZATION", "0.90", "share of GPU memory vLLM may take (0.05-0.98)",
       SERVING, _fraction, "gpu_memory_utilization"),
-    S("SERVE_PROFILE", "default", " | ".join(PROFILES) + "   (bench/README.md has the "
-      "measurements; scripts/vllm_args.py the flags)", SERVING, _choice(PROFILES), "profile"),
+    S("SERVE_PROFILE", "default", " | ".join(PROFILES) + "   (fp8 serves Qwen's FP8 "
+      "checkpoint, 9.4 GB of weights; awq its 4-bit AWQ checkpoint, 6.1 GB; the others bf16, "
+      "16.4 GB; bench/README.md has the measurements, scripts/vllm_args.py the flags)", SERVING,
+      _choice(PROFILES), "profile"),
     S("REASONING_PARSER", "qwen3", "`qwen3` moves Qwen3's thinking into the `reasoning` field; "
       "empty disables", SERVING, _parser_name, "reasoning_parser"),
     S("TOOL_CALL_PARSER", "hermes", "`hermes` parses Qwen3's tool-call output into `tool_calls`; "
@@ -349,9 +355,15 @@ class Settings:
         return self.gpu_count // self.tensor_parallel_size if self.device == "cuda" else 1
 
     @property
+    def checkpoint_id(self) -> str:
+        """The repo downloaded and served: MODEL_ID, or Qwen's quantized checkpoint of it for
+        SERVE_PROFILE=fp8 / awq (scripts/vllm_args.py, checkpoint_id)."""
+        return vllm_args.checkpoint_id(self.model_id, self.profile)
+
+    @property
     def model_path(self) -> Path:
-        """Where the weights live: one folder per model id inside the models volume."""
-        return self.models_dir / self.model_id
+        """Where the weights live: one folder per repo inside the models volume."""
+        return self.models_dir / self.checkpoint_id
 
     def resolved_api_key(self) -> str:
         """The API key, from the secret file if one is set (preferred), else from VLLM_API_KEY."""
@@ -418,8 +430,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         if raw != "":
             values[attr] = parse(raw)
     s = Settings(**values)  # type: ignore[arg-type]
-    if s.profile == "fp8" and s.device == "cpu":
-        message = "SERVE_PROFILE=fp8 needs a GPU; use SERVE_PROFILE=default with SERVE_DEVICE=cpu"
+    if vllm_args.PROFILES[s.profile].weights != vllm_args.BF16 and s.device == "cpu":
+        message = (
+            f"SERVE_PROFILE={s.profile} needs a GPU; use SERVE_PROFILE=default with "
+            "SERVE_DEVICE=cpu"
+        )
         raise SettingsError(message, {"SERVE_PROFILE": message})
     if s.device == "cuda" and s.gpu_count % s.tensor_parallel_size:
         tp, n = s.tensor_parallel_size, s.gpu_count

@@ -504,6 +504,19 @@ def test_running_stack_is_hardened(stack):
     assert r.stdout.startswith("refused"), (
         f"a container on the edge network reached vllm: {r.stdout}"
     )
+    # and vLLM has no way out at serve time: the hub, which the download service reached on the
+    # edge network, does not answer vllm at its address (an internal network has no gateway)
+    (hub_net,) = stack.container("hub")["NetworkSettings"]["Networks"].values()
+    out = (
+        "import socket\n"
+        "rows = open('/proc/net/route').read().splitlines()[1:]\n"
+        "print('default-route' if any(r.split()[1] == '00000000' for r in rows) else 'no-route')\n"
+        f"try:\n socket.create_connection(({hub_net['IPAddress']!r}, 8765), timeout=5)\n"
+        " print('reached')\nexcept OSError as e:\n print('refused', type(e).__name__)"
+    )
+    r = stack.compose("exec", "-T", "vllm", "python", "-c", out, check=True)
+    route, answer = r.stdout.splitlines()
+    assert answer.startswith("refused"), f"vllm reached the hub on the edge network ({route})"
 
     # the key is in neither the environment nor the command line of any container
     for svc in ("vllm", "gateway", "smoke"):

@@ -174,7 +174,7 @@ def test_qwen3_8b_numbers_come_from_its_config():
     assert shape.kv_bytes_per_token(2) == 144 * 1024
     assert shape.kv_bytes_per_token(1) == 72 * 1024
     # fp8 quantizes the projections only: embedding and LM head stay bf16
-    assert 8.7 < shape.weight_bytes(fp8=True) / GIB < 8.9
+    assert 8.7 < shape.weight_bytes("fp8") / GIB < 8.9
 
 
 def _logged(log: str, pattern: str) -> float:
@@ -321,27 +321,35 @@ def apply(suggested: dict[str, str], settings: dict[str, str]) -> dict[str, str]
 
 
 @pytest.mark.unit
-def test_16gb_card_in_bf16_gets_settings_that_fit(tmp_path):
+def test_small_cards_in_bf16_get_settings_that_fit(tmp_path):
+    # a 16 GB T4: the full 40960 tokens fit only with Qwen's 4-bit AWQ checkpoint
     settings = {"SERVE_PROFILE": "plain", "MAX_MODEL_LEN": "40960"}
     t4 = gpu_csv(name="Tesla T4", total=15360)
     rows = check(gpu_host(tmp_path, t4), tmp_path, **settings)
     mem = rows["GPU memory"]
     assert fails(rows) == {"GPU memory"} and "weights do not fit" in mem.detail
-    assert mem.suggest["SERVE_PROFILE"] == "fp8"
-    length = int(mem.suggest["MAX_MODEL_LEN"])
-    assert length < 40960 and length % 1024 == 0
-    assert "SERVE_PROFILE=fp8" in mem.fix and f"MAX_MODEL_LEN={length}" in mem.fix
-    # the suggestion fits, and 1024 tokens more would not
+    assert mem.suggest == {"SERVE_PROFILE": "awq"}, mem.suggest
+    assert "SERVE_PROFILE=awq in .env" in mem.fix and "Qwen/Qwen3-8B-AWQ" in mem.fix
     fixed = check(gpu_host(tmp_path, t4), tmp_path, **apply(mem.suggest, settings))
+    assert fixed["GPU memory"].status != FAIL and "awq weights" in fixed["GPU memory"].detail
+    # a 10 GB card: 4-bit weights and a shorter MAX_MODEL_LEN
+    card = gpu_csv(name="NVIDIA GeForce RTX 3080", total=10240)
+    mem = check(gpu_host(tmp_path, card), tmp_path, **settings)["GPU memory"]
+    assert mem.status == FAIL and mem.suggest["SERVE_PROFILE"] == "awq", mem
+    length = int(mem.suggest["MAX_MODEL_LEN"])
+    assert 1024 <= length < 40960 and length % 1024 == 0
+    assert "SERVE_PROFILE=awq" in mem.fix and f"MAX_MODEL_LEN={length}" in mem.fix
+    # the suggestion fits, and 1024 tokens more would not
+    fixed = check(gpu_host(tmp_path, card), tmp_path, **apply(mem.suggest, settings))
     assert fixed["GPU memory"].status != FAIL
     longer = apply({**mem.suggest, "MAX_MODEL_LEN": str(length + 1024)}, settings)
-    assert check(gpu_host(tmp_path, t4), tmp_path, **longer)["GPU memory"].status == FAIL
+    assert check(gpu_host(tmp_path, card), tmp_path, **longer)["GPU memory"].status == FAIL
 
 
 @pytest.mark.unit
 @pytest.mark.parametrize(
     "name, total, settings, suggested",
-    [  # the smallest change: fp8 KV cache first, then fp8 weights, then a shorter length
+    [  # the smallest change: fp8 KV cache, fp8 weights, 4-bit weights, then a shorter length
         ("NVIDIA GeForce RTX 4060 Ti", 16380, {"SERVE_PROFILE": "plain"}, {"SERVE_PROFILE": "fp8"}),
         ("NVIDIA L4", 23034, {"SERVE_PROFILE": "plain", "MAX_MODEL_LEN": "40960"},
          {"SERVE_PROFILE": "default"}),

@@ -20,6 +20,7 @@ import pytest
 from scripts import download, manifest
 from scripts.settings import SettingsError, load
 from tests.conftest import MODEL_ID, ROOT, cpu_env, free_port, run_download
+from tests.fixtures import standins
 from tests.fixtures.fakehub import FakeHub, Faults
 
 pytestmark = pytest.mark.e2e
@@ -105,6 +106,29 @@ def test_unknown_repo_names_the_fix(tmp_path, own_hub):
     assert r.returncode == 2
     assert "Qwen/Qwen3-8B-typo (revision master) does not exist" in r.stderr
     assert "check MODEL_ID" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_quantized_profile_fetches_qwens_checkpoint(tmp_path):
+    """SERVE_PROFILE=awq with the default MODEL_ID downloads Qwen/Qwen3-8B-AWQ (the AWQ stand-in
+    here) into its own folder; fp8 asks for Qwen/Qwen3-8B-FP8, which this hub lacks, and the
+    message says where that name came from."""
+    awq = standins.ensure("qwen3-8b-shape-awq")
+    with FakeHub({"Qwen/Qwen3-8B-AWQ": awq}) as hub:
+        r = run_download(tmp_path, hub.url, SERVE_PROFILE="awq", SERVE_DEVICE="cuda",
+                         DOWNLOAD_PROGRESS_INTERVAL="0")  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert "Qwen/Qwen3-8B-AWQ: " in r.stdout and not (tmp_path / MODEL_ID).exists()
+        target = tmp_path / "Qwen" / "Qwen3-8B-AWQ"
+        got = {k: v for k, v in source_hashes(target).items() if not k.startswith(".qvs")}
+        assert got == source_hashes(awq)
+        assert json.loads((target / manifest.NAME).read_text())["model_id"] == "Qwen/Qwen3-8B-AWQ"
+        r = run_download(tmp_path, hub.url, SERVE_PROFILE="fp8", SERVE_DEVICE="cuda")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert (
+        "Qwen/Qwen3-8B-FP8 (SERVE_PROFILE=fp8's checkpoint of MODEL_ID=Qwen/Qwen3-8B, revision "
+        "master) does not exist" in r.stderr
+    ), r.stderr
+    assert "check MODEL_ID and MODEL_REVISION in .env, or SERVE_PROFILE=default" in r.stderr
 
 
 def test_unreachable_hub_is_one_line_and_keeps_a_complete_volume(tmp_path, served_models):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from scripts.vllm_args import PROFILES, checkpoint_format
 from tests.fixtures import standins
 from tests.fixtures.qwen3_tokenizer import IM_END, build_tokenizer
 
@@ -70,3 +71,22 @@ def test_shape_standin_is_qwen3_8b(tmp_path):
     assert not list(tmp_path.glob("*.safetensors"))
     gen = json.loads((tmp_path / "generation_config.json").read_text())
     assert gen["eos_token_id"] == [151645, 151643] and gen["temperature"] == 0.6
+
+
+def test_quantized_shape_standins_carry_qwens_quantization_configs(tmp_path):
+    """qwen3-8b-shape-fp8 / -awq: the same model with the quantization_config and dtype of
+    Qwen/Qwen3-8B-FP8 / -AWQ (as scripts/vllm_args.py declares them, sources there)."""
+    plain = tmp_path / "bf16"
+    standins.BUILDERS["qwen3-8b-shape"](plain)
+    base = json.loads((plain / "config.json").read_text())
+    assert "quantization_config" not in base
+    for kind, profile, dtype in (("qwen3-8b-shape-fp8", "fp8", "bfloat16"),
+                                 ("qwen3-8b-shape-awq", "awq", "float16")):  # fmt: skip
+        out = tmp_path / kind
+        standins.BUILDERS[kind](out)
+        cfg = json.loads((out / "config.json").read_text())
+        assert cfg.pop("quantization_config") == dict(PROFILES[profile].quantization_config)
+        assert cfg.pop("dtype") == dtype and base["dtype"] == "bfloat16"
+        assert cfg == {k: v for k, v in base.items() if k != "dtype"}
+        assert checkpoint_format(json.loads((out / "config.json").read_text())) == profile
+        assert (out / "tokenizer.json").read_bytes() == (plain / "tokenizer.json").read_bytes()

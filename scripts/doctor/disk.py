@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from scripts import preflight
+from scripts import vllm_args
 from scripts.doctor.host import Facts
 from scripts.preflight import FAIL, OK, WARN, Row
 
-WEIGHTS_GB = 16.4  # Qwen3-8B's safetensors files
 CACHES_GB = 2.0  # torch.compile, Triton and FlashInfer caches on the `cache` volume
 
 
@@ -22,13 +21,9 @@ def disk(f: Facts) -> Row:
         except OSError as e:
             return Row(name, WARN, f"cannot read the free space of {root} ({e})", "")
     complete, _ = f.volume_complete() if f.engine_up() else (False, "")
-    shape = f.shape()
-    if f.s.model_id in preflight.KNOWN_MODELS:
-        weights = WEIGHTS_GB
-    elif shape is not None:
-        weights = shape.weight_bytes() / 1e9
-    else:
-        weights = None
+    shape = f.shape()  # the download's size: the weights of the checkpoint SERVE_PROFILE serves
+    fmt = vllm_args.PROFILES[f.s.profile].weights
+    weights = shape.weight_bytes(fmt) / 1e9 if shape is not None else None
     if complete:
         need, what = CACHES_GB, f"{CACHES_GB:.0f} GB of compile caches (the model is downloaded)"
     elif weights is None:

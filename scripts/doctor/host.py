@@ -242,7 +242,7 @@ class Facts:
         return self._once("volume:" + rel, get)
 
     def volume_complete(self) -> tuple[bool, str]:
-        text, why = self.volume_file(f"{self.s.model_id}/.qvs-complete.json")
+        text, why = self.volume_file(f"{self.s.checkpoint_id}/.qvs-complete.json")
         if text is None:
             return False, why
         try:
@@ -253,9 +253,10 @@ class Facts:
 
     def shape(self) -> preflight.ModelShape | None:
         def get():
-            if self.s.model_id in preflight.KNOWN_MODELS:
-                return preflight.KNOWN_MODELS[self.s.model_id]
-            text, _ = self.volume_file(f"{self.s.model_id}/config.json")
+            known = preflight.model_shape(self.s)
+            if known is not None:
+                return known
+            text, _ = self.volume_file(f"{self.s.checkpoint_id}/config.json")
             return preflight.model_shape(self.s, text)
 
         return self._once("shape", get)
