@@ -36,6 +36,9 @@ VERDICT = "smoke"  # the one-shot service whose exit status is the verdict
 TEARDOWN_S = 120  # kept at the end of --timeout for `down` (gateway's grace period: 90 s)
 DEFAULT_TIMEOUT = 3600  # a first GPU run: the image, 16 GB of weights, kernel compilation
 SETUP_EXIT, STACK_EXIT, TIMEOUT_EXIT = 2, 1, 124
+# .github/workflows/gpu-smoke.yml: the repository variable GPU_RUNNER_LABELS, checked here
+DEFAULT_RUNNER_LABELS = ["self-hosted", "linux", "x64", "gpu"]
+GITHUB_HOSTED = re.compile(r"^(ubuntu|windows|macos)-", re.I)
 INIT_SECRETS = "python3 -m scripts.init_secrets"
 
 
@@ -252,6 +255,36 @@ def secret_settings(compose_file: Path) -> dict[str, str]:
     return dict(_SECRET.findall(top))
 
 
+def runner_labels(value: str) -> list[str]:
+    """GPU_RUNNER_LABELS (a JSON list; empty: DEFAULT_RUNNER_LABELS), checked so that a wrong
+    setting stops with a message instead of a job that waits for a runner or runs without a
+    GPU. ValueError names the setting and the fix."""
+    fix = (
+        "set the repository variable GPU_RUNNER_LABELS (Settings > Secrets and variables > "
+        "Actions > Variables) to your GPU runner's labels as a JSON list, e.g. "
+        f"{json.dumps(DEFAULT_RUNNER_LABELS)}, or delete it for that default"
+    )
+    if not value.strip():
+        return list(DEFAULT_RUNNER_LABELS)
+    try:
+        labels = json.loads(value)
+    except ValueError:
+        raise ValueError(f"GPU_RUNNER_LABELS={value!r} is not a JSON list; {fix}") from None
+    if not (isinstance(labels, list) and labels):
+        raise ValueError(f"GPU_RUNNER_LABELS={value!r} is not a list of labels; {fix}")
+    if not all(isinstance(x, str) and x.strip() == x and x for x in labels):
+        raise ValueError(f"GPU_RUNNER_LABELS={value!r}: every label must be a non-empty "
+                         f"string without spaces around it; {fix}")  # fmt: skip
+    hosted = [x for x in labels if GITHUB_HOSTED.match(x)]
+    if hosted or "self-hosted" not in labels:
+        what = f"names GitHub's hosted runner {hosted[0]}" if hosted else "lacks self-hosted"
+        raise ValueError(
+            f"GPU_RUNNER_LABELS={value!r} {what}: GitHub's hosted runners have no GPU, the job "
+            f"must go to your self-hosted GPU runner; {fix}"
+        )
+    return labels
+
+
 def _on_signal(signum, _frame):
     raise Stop(signum)
 
@@ -267,7 +300,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--logs-dir", type=Path, help="write every service's full log here")
     ap.add_argument("--log-lines", type=int, default=150, help="lines printed per failed service")
     ap.add_argument("--no-build", action="store_true", help="use the images as they are")
+    ap.add_argument("--runner-labels", metavar="JSON", help="only check GPU_RUNNER_LABELS (the "
+                    "workflow's setting) and print `labels=...` for $GITHUB_OUTPUT")  # fmt: skip
     opts = ap.parse_args(argv)
+    if opts.runner_labels is not None:
+        try:
+            print(f"labels={json.dumps(runner_labels(opts.runner_labels))}")
+        except ValueError as e:
+            print(f"::error title=GPU_RUNNER_LABELS::{e}", file=sys.stderr)
+            return SETUP_EXIT
+        return 0
     if opts.timeout < TEARDOWN_S + 30:
         ap.error(f"--timeout {opts.timeout} is too short: at least {TEARDOWN_S + 30} seconds "
                  f"({TEARDOWN_S} of them are kept for the teardown)")  # fmt: skip
