@@ -6,8 +6,9 @@ Run from the repo root with the host's python3 (stdlib only) and Docker Compose.
 image, brings the stack up (`up -d`, which waits for download, vllm and the gateway), waits for
 the smoke suite (`docker compose wait smoke`), prints the state of every service and the logs of
 each one that failed, and tears the stack down with `down`: the `models` and `cache` volumes are
-kept, so the next job skips the download and starts warm. All of it within --timeout seconds, of
-which the last TEARDOWN_S are kept for the teardown.
+kept, so the next job skips the download and starts warm. A stack left running under the same
+project (a cancelled job) is taken down first. All of it within --timeout seconds, of which the
+last TEARDOWN_S are kept for the teardown.
 
 It reads the stack as `docker compose` does: compose.yaml (COMPOSE_FILE for overrides, e.g.
 `compose.yaml:compose.cpu.yaml`), COMPOSE_PROJECT_NAME, COMPOSE_PROFILES, the environment over
