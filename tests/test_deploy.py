@@ -102,7 +102,10 @@ def test_workflow_shape():
     label_step = next(s for s in settings["steps"] if s.get("id") == "labels")
     assert label_step["env"] == {"GPU_RUNNER_LABELS": "${{ vars.GPU_RUNNER_LABELS }}"}
     assert label_step["run"].startswith(f'{CI_COMMAND} --runner-labels "$GPU_RUNNER_LABELS"')
-    assert smoke["needs"] == "settings"
+    assert (
+        smoke["needs"] == "settings"
+        and "head.repo.full_name == github.repository" in settings["if"]
+    )
     assert smoke["runs-on"] == "${{ fromJSON(needs.settings.outputs.labels) }}"
     assert smoke["env"]["COMPOSE_PROJECT_NAME"] == "qwen3-vllm-stack"
     runs = [s.get("run", "") for s in smoke["steps"]]
