@@ -329,7 +329,7 @@ def render(tmp_path: Path, name: str, key: str, commit: str, steps: str) -> str:
          "QVS_REPO=file:///srv/bundle.git"),
         ("QVS_REF=CHANGE-ME", "QVS_REF=v-test"),
         ("QVS_COMMIT=CHANGE-ME", f"QVS_COMMIT={commit}"),
-        ("QVS_STEPS=\n", f"QVS_STEPS={steps}\n"),
+        ('QVS_STEPS=""\n', f'QVS_STEPS="{steps}"\n'),
         ("      CHANGE-ME\n", f"      {key}\n"),
     ]:  # fmt: skip
         assert old in text, old
