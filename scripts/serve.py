@@ -16,6 +16,21 @@ from scripts import manifest
 from scripts.settings import SettingsError, load
 from scripts.vllm_args import checkpoint_problem, command
 
+OPEN_FILES = 65535  # what vLLM sets itself when the hard limit allows (vllm.utils set_ulimit)
+
+
+def raise_open_files() -> None:
+    """Take as many open files as the engine allows: vLLM only tries 65535 and otherwise keeps
+    the soft limit, which may be lower than a hard limit below 65535 (compose.yaml sets no
+    ulimits; scripts/engine_limits.py explains)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        print(f"serve: open files {soft} -> {want} (hard limit {hard})", file=sys.stderr)
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Start vLLM from the settings in the environment")
@@ -41,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if not preflight.container_check(s, os.environ, lambda m: print(m, file=sys.stderr)):
             return 2
+    raise_open_files()
     env = dict(os.environ)
     env.pop("VLLM_API_KEY", None)
     # vLLM's own cap on `n` is 16384 choices per request: one request could fill the GPU

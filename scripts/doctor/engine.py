@@ -1,13 +1,12 @@
-"""Engine steps: the Docker engine, the Compose plugin, the NVIDIA container runtime. A further
-engine row (issue #14: the engine's hard `nofile` limit, from its own module) is one line in
-scripts/doctor/steps.py: any function of `Facts` that returns a Row (f.host.run for commands,
-f.docker_json("info") for the engine's answers, f.engine_up() to skip when it is down)."""
+"""Engine steps: the Docker engine, the Compose plugin, the NVIDIA container runtime, and the
+engine's open-files limit for containers (measured by scripts/engine_limits.py)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
 
+from scripts import engine_limits
 from scripts.doctor.host import Facts
 from scripts.preflight import FAIL, OK, WARN, Row
 
@@ -125,3 +124,12 @@ def nvidia_runtime(f: Facts) -> Row:
         "compose's GPU reservation fails with `could not select device driver \"nvidia\"`",
         INSTALL_TOOLKIT,
     )  # fmt: skip
+
+
+def nofile(f: Facts) -> Row:
+    """The engine's open-files limit for containers (scripts/engine_limits.py measures it)."""
+    if not f.engine_up():
+        return Row(engine_limits.NAME, WARN, "not checked: the Docker engine did not answer",
+                   "see Docker engine")  # fmt: skip
+    status, detail, fix = engine_limits.check(f.host.run, engine_limits.stack_images(f.s.track))
+    return Row(engine_limits.NAME, status, detail, fix)

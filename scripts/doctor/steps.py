@@ -19,7 +19,7 @@ def steps() -> list[tuple[str, Step]]:
         ("Docker engine", engine.docker),
         ("Compose plugin", engine.compose),
         ("NVIDIA runtime", engine.nvidia_runtime),
-        # one more engine row goes here (issue #14: the engine's hard nofile limit)
+        ("nofile limit", engine.nofile),
         ("NVIDIA driver", gpu.driver),
         ("image track", gpu.image_track),
         ("GPU", gpu.gpu_rows),
