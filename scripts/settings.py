@@ -464,9 +464,9 @@ def _wrap(text: str, width: int = 98) -> list[str]:
     return ["# " + line for line in textwrap.wrap(text, width - 2, break_on_hyphens=False)]
 
 
-def env_example() -> str:
+def env_example(settings: tuple[Setting, ...] | None = None) -> str:
     out, section = [ENV_HEADER.rstrip("\n")], None
-    for s in SETTINGS:
+    for s in SETTINGS if settings is None else settings:
         if not s.public:
             continue
         if s.section != section:
@@ -479,9 +479,9 @@ def env_example() -> str:
     return "\n".join(out) + "\n"
 
 
-def readme_table() -> str:
+def readme_table(settings: tuple[Setting, ...] | None = None) -> str:
     rows = [README_BEGIN, "", "| setting | default | meaning |", "|---|---|---|"]
-    for s in SETTINGS:
+    for s in SETTINGS if settings is None else settings:
         if s.public:
             default = f"`{s.default}`" if s.default else "empty"
             if len(s.default) > 40:

@@ -148,9 +148,9 @@ def consistency(settings, texts: dict[str, str]) -> list[str]:
 
     by_name = {s.name: s for s in settings}
     out = []
-    if texts[".env.example"] != registry_env_example(settings):
+    if texts[".env.example"] != registry.env_example(tuple(settings)):
         out.append(".env.example differs from the registry")
-    table = registry_readme_table(settings)
+    table = registry.readme_table(tuple(settings))
     if table not in texts["README.md"]:
         out.append("README's settings table differs from the registry")
     for path in ("compose.yaml", "compose.cpu.yaml", "gateway/run.sh"):
@@ -172,24 +172,6 @@ def consistency(settings, texts: dict[str, str]) -> list[str]:
         ):
             out.append(f"compose.yaml does not pass {s.name} by name")
     return out
-
-
-def registry_env_example(settings) -> str:
-    saved = registry.SETTINGS
-    try:
-        registry.SETTINGS = tuple(settings)
-        return registry.env_example()
-    finally:
-        registry.SETTINGS = saved
-
-
-def registry_readme_table(settings) -> str:
-    saved = registry.SETTINGS
-    try:
-        registry.SETTINGS = tuple(settings)
-        return registry.readme_table()
-    finally:
-        registry.SETTINGS = saved
 
 
 def repo_texts() -> dict[str, str]:
