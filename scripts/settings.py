@@ -14,6 +14,8 @@ from pathlib import Path
 
 PROFILES = ("plain", "default", "latency", "throughput", "fp8")
 SOURCES = ("modelscope", "huggingface")
+# each hub's default branch: what an empty MODEL_REVISION means
+DEFAULT_REVISIONS = {"modelscope": "master", "huggingface": "main"}
 DEVICES = ("cuda", "cpu")
 TRACKS = ("cu124", "cu130")
 ROUTER_POLICIES = ("power_of_two", "round_robin", "cache_aware", "consistent_hash", "random")
@@ -28,7 +30,7 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     model_id: str = "Qwen/Qwen3-8B"
-    model_revision: str = "master"
+    model_revision: str = ""  # empty: the hub's default branch (`revision`)
     model_source: str = "modelscope"
     models_dir: Path = Path("/models")
     download_progress_interval: int = 10  # seconds between download progress lines; 0: none
@@ -60,6 +62,12 @@ class Settings:
     def data_parallel_size(self) -> int:
         """vLLM data-parallel replicas in one server: every reserved GPU used, TP GPUs each."""
         return self.gpu_count // self.tensor_parallel_size if self.device == "cuda" else 1
+
+    @property
+    def revision(self) -> str:
+        """The branch, tag or commit to download: MODEL_REVISION, else the hub's default branch
+        (ModelScope calls it master, Hugging Face main)."""
+        return self.model_revision or DEFAULT_REVISIONS[self.model_source]
 
     @property
     def model_path(self) -> Path:

@@ -57,8 +57,24 @@ def hub(scripted_model):
         yield h
 
 
-def run_download(models_dir: Path, hub_url: str, **extra: str) -> subprocess.CompletedProcess:
-    env = cpu_env(MODELS_DIR=str(models_dir), MODELSCOPE_ENDPOINT=hub_url, **extra)
+def hub_env(models_dir: Path, hub_url: str, source: str = "modelscope") -> dict[str, str]:
+    """What the download container gets to fetch from `hub_url`: ModelScope's endpoint, or
+    MODEL_SOURCE=huggingface with HF_ENDPOINT (hub contact allowed, its own HF_HOME)."""
+    if source == "modelscope":
+        return {"MODELS_DIR": str(models_dir), "MODELSCOPE_ENDPOINT": hub_url}
+    return {
+        "MODELS_DIR": str(models_dir),
+        "MODEL_SOURCE": "huggingface",
+        "HF_ENDPOINT": hub_url,
+        "HF_HUB_OFFLINE": "0",
+        "HF_HOME": str(models_dir.parent / f".hf-home-{models_dir.name}"),
+    }
+
+
+def run_download(
+    models_dir: Path, hub_url: str, source: str = "modelscope", **extra: str
+) -> subprocess.CompletedProcess:
+    env = cpu_env(**hub_env(models_dir, hub_url, source), **extra)
     return subprocess.run(
         [sys.executable, "-m", "scripts.download"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
