@@ -30,6 +30,10 @@ PROFILE_FLAGS: dict[str, tuple[str, ...]] = {
 }
 
 
+GUARD = "scripts.tool_guard.ToolGuard"
+ROOT = Path(__file__).resolve().parent.parent  # holds scripts/: vLLM imports GUARD from there
+
+
 def build_args(s: Settings, model: Path | None = None) -> list[str]:
     """vLLM server flags for these settings (without the program name)."""
     model = s.model_path if model is None else model
@@ -54,6 +58,7 @@ def build_args(s: Settings, model: Path | None = None) -> list[str]:
         args += ["--reasoning-parser", s.reasoning_parser]
     if s.tool_call_parser:
         args += ["--enable-auto-tool-choice", "--tool-call-parser", s.tool_call_parser]
+    args += ["--middleware", GUARD]  # 400 for tool definitions vLLM would take as they are
     dtype = "float32" if s.device == "cpu" and s.dtype == "auto" else s.dtype
     if dtype != "auto":
         args += ["--dtype", dtype]
@@ -62,6 +67,48 @@ def build_args(s: Settings, model: Path | None = None) -> list[str]:
     args += list(PROFILE_FLAGS[s.profile]) if s.device == "cuda" else []
     args += list(s.extra_args)
     return args
+
+
+def parser_names(kind: str) -> list[str] | None:
+    """The tool-call (`tool`) or reasoning (`reasoning`) parsers the installed vLLM registers;
+    None when this vLLM keeps them elsewhere (then vLLM itself checks the name at start-up)."""
+    paths = {
+        "tool": [("vllm.tool_parsers", "ToolParserManager"),  # vLLM >= 0.3x
+                 ("vllm.entrypoints.openai.tool_parsers", "ToolParserManager")],
+        "reasoning": [("vllm.reasoning", "ReasoningParserManager")],
+    }[kind]  # fmt: skip
+    for module, name in paths:
+        try:
+            manager = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        if hasattr(manager, "list_registered"):
+            return list(manager.list_registered())
+        found = set(getattr(manager, f"{kind}_parsers", {})) | set(
+            getattr(manager, "lazy_parsers", {})
+        )
+        return sorted(found) or None
+    return None
+
+
+def check_parsers(s: Settings) -> list[str]:
+    """TOOL_CALL_PARSER and REASONING_PARSER against this vLLM's parsers, one line each."""
+    problems, defaults = [], Settings()
+    for setting, attr, kind in (
+        ("TOOL_CALL_PARSER", "tool_call_parser", "tool"),
+        ("REASONING_PARSER", "reasoning_parser", "reasoning"),
+    ):
+        value = getattr(s, attr)
+        names = parser_names(kind) if value else None
+        if names is not None and value not in names:
+            from vllm import __version__ as version
+
+            problems.append(
+                f"{setting}={value!r} is not a {kind} parser of vLLM {version}; Qwen3 uses "
+                f"{getattr(defaults, attr)!r} (this vLLM has: {', '.join(names)}), or empty to "
+                "disable; fix it in .env"
+            )
+    return problems
 
 
 def launcher() -> list[str]:
@@ -98,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     if opts.print:
         print(shlex.join(cmd))
         return 0
+    problems = check_parsers(s)
+    if problems:
+        print("serve: " + "\nserve: ".join(problems), file=sys.stderr)
+        return 2
     if s.device == "cuda" and s.preflight:
         from scripts import preflight  # GPU memory, count and driver against the settings
 
@@ -107,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     env.pop("VLLM_API_KEY", None)
     # vLLM's own cap on `n` is 16384 choices per request: one request could fill the GPU
     env["VLLM_MAX_N_SEQUENCES"] = str(s.max_n)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     if key:
         env["VLLM_API_KEY"] = key  # vLLM reads it from the environment: never on the command line
     print(f"serve: {shlex.join(cmd)}", file=sys.stderr, flush=True)
