@@ -4,6 +4,7 @@ test session (fake hub -> scripts.download -> scripts.serve)."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -19,6 +20,35 @@ from tests.fixtures.fakehub import FakeHub
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_ID = "Qwen/Qwen3-8B"
+# smoke checks that must pass wherever the suite runs against the stand-in (smoke/test_smoke.py
+# names its checks by their docstrings; `smoke/run` prints `ok   <way>: <name>` for each)
+SMOKE_CHECKS = [
+    *(f"{way}: {name}" for way in ("curl", "sdk") for name in (
+        "GET /v1/models lists the served model",
+        "completions: the tutorial's prompt is 12 tokens",
+        "completions: the answer says 120",
+        "chat (thinking): reasoning separated from the content, which says 120",
+        "chat (no thinking): the answer says 120",
+        "chat (streaming): reasoning arrives before the content, which says 120",
+        "tool call: get_weather is called for Paris",
+        "tool call: the tool's result is answered in text",
+        "a wrong key: 401",
+    )),
+    "curl: GET /health answers 200",
+    "curl: chat (streaming): server-sent events ending in data: [DONE]",
+    "curl: no key: 401",
+]  # fmt: skip
+SMOKE_VERDICT = re.compile(
+    r"smoke: (?P<passed>\d+) passed, (?P<failed>\d+) failed against (?P<url>\S+) "
+    r"\(model (?P<model>[^)]+)\)(?:; skipped: (?P<skipped>.+))?"
+)
+
+
+def smoke_verdict(output: str) -> re.Match:
+    """The smoke suite's one verdict line."""
+    found = [m for ln in output.splitlines() if (m := SMOKE_VERDICT.fullmatch(ln.strip()))]
+    assert len(found) == 1, f"want one verdict line, found {len(found)}:\n{output[-3000:]}"
+    return found[0]
 
 
 def free_port() -> int:
