@@ -196,10 +196,14 @@ def test_unreachable_hub_keeps_a_complete_volume(tmp_path, hub):
     [
         ({"MODEL_ID": "Qwen/Qwen3-8B-typo"}, "Qwen/Qwen3-8B-typo does not exist on Hugging Face"),
         ({"MODEL_REVISION": "master"}, "has no revision master on Hugging Face"),
+        ({"not_found": True}, "Qwen/Qwen3-8B does not exist on Hugging Face"),
     ],
-    ids=["unknown-repo", "unknown-revision"],
+    ids=["unknown-repo", "unknown-revision", "not-found-fault"],
 )
 def test_unknown_repo_or_revision_names_the_setting(tmp_path, hub, env, needle):
+    env = dict(env)
+    if env.pop("not_found", False):
+        hub.faults = Faults(not_found=True)  # the hub answers 401 RepoNotFound for the repo
     r = hf(tmp_path, hub, **env)
     assert r.returncode == 2
     line = verdict(r)
@@ -208,10 +212,13 @@ def test_unknown_repo_or_revision_names_the_setting(tmp_path, hub, env, needle):
 
 def test_server_errors_on_a_file_are_retried(tmp_path, scripted_model, hub):
     hub.faults = Faults(server_errors=2, server_errors_match="resolve/")
+    t0 = time.monotonic()
     r = hf(tmp_path, hub)
     assert r.returncode == 0, r.stdout + r.stderr
     assert hub.stats["status_500"] == 2
     assert hashes(tmp_path / MODEL_ID) == hashes(scripted_model)
+    print(f"\nHF 500 twice on a file's metadata: faults injected=2, retried by the client, "
+          f"completed in {time.monotonic() - t0:.1f}s")  # fmt: skip
 
 
 def test_server_errors_on_the_listing_say_try_later(tmp_path, hub):
