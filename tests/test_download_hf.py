@@ -123,6 +123,17 @@ def test_cut_transfer_is_resumed_with_a_range_request(tmp_path, scripted_model, 
           f"{time.monotonic() - t0:.1f}s")  # fmt: skip
 
 
+def test_transfers_that_keep_breaking_off_fail_clearly(tmp_path, hub):
+    """Cut before the client has written a block, every time: it gives up after its retries."""
+    hub.faults = Faults(cut_after_bytes=1_000_000, cut_times=1000)
+    r = hf(tmp_path, hub)
+    assert r.returncode == 2
+    line = verdict(r)
+    assert "transfers kept breaking off (RemoteProtocolError)" in line and "re-run" in line, line
+    assert not (tmp_path / MODEL_ID / manifest.NAME).exists()
+    print(f"\nHF cut {hub.stats['cuts']} times without progress: the client gave up, one line")
+
+
 def test_wrong_hash_fails_clearly_and_keeps_nothing(tmp_path, hub):
     hub.faults = Faults(wrong_sha256=True)
     r = hf(tmp_path, hub)
