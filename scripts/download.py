@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scripts import manifest
-from scripts.settings import Settings, SettingsError, load
+from scripts.settings import DEFAULT_REVISIONS, Settings, SettingsError, load
 
 
 class DownloadError(RuntimeError):
@@ -163,6 +163,7 @@ class ModelScope(Hub):
 class HuggingFace(Hub):
     name = "Hugging Face"
     pattern_arg = "allow_patterns"
+    default_branch = DEFAULT_REVISIONS["huggingface"]
 
     @staticmethod
     def snapshot_download():
@@ -195,7 +196,7 @@ class HuggingFace(Hub):
         if isinstance(e, errors.RevisionNotFoundError):
             return DownloadError(
                 f"{repo} has no revision {rev} on {self.name} ({self.endpoint}); check "
-                "MODEL_REVISION in .env (empty: the default branch, main)"
+                f"MODEL_REVISION in .env (empty: the default branch, {self.default_branch})"
             )
         if isinstance(e, errors.RepositoryNotFoundError):
             return DownloadError(
