@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scripts import manifest
-from scripts.settings import Settings, SettingsError, load
+from scripts.settings import DEFAULT_REVISIONS, Settings, SettingsError, load
 
 
 class DownloadError(RuntimeError):
@@ -90,7 +90,7 @@ class Hub:
         why = via if s.checkpoint_id != s.model_id else ""
         more = ", or SERVE_PROFILE=default" if why else ""
         return DownloadError(
-            f"{s.checkpoint_id} ({why}revision {s.model_revision}) does not exist on "
+            f"{s.checkpoint_id} ({why}revision {s.revision}) does not exist on "
             f"{self.name}{fix}; check MODEL_ID and MODEL_REVISION in .env{more}"
         )
 
@@ -101,11 +101,14 @@ class Hub:
         except Exception as e:
             raise self._translate(e) from e
 
+    def prepare(self, target: Path) -> None:
+        """Before fetching: tidy what an interrupted run of this hub's client left behind."""
+
     def fetch(self, paths: list[str], target: Path) -> None:
         self._call(
             self.snapshot_download(),
             self.s.checkpoint_id,
-            revision=self.s.model_revision,
+            revision=self.s.revision,
             local_dir=str(target),
             **{self.pattern_arg: paths},
         )
@@ -159,7 +162,7 @@ class ModelScope(Hub):
             HubApi().list_repo_files,
             self.s.checkpoint_id,
             "model",
-            revision=self.s.model_revision,
+            revision=self.s.revision,
             recursive=True,
         )
         return [RemoteFile(f.path, f.size, sha256=f.sha256) for f in files if not f.is_dir]
@@ -168,6 +171,7 @@ class ModelScope(Hub):
 class HuggingFace(Hub):
     name = "Hugging Face"
     pattern_arg = "allow_patterns"
+    default_branch = DEFAULT_REVISIONS["huggingface"]
 
     @staticmethod
     def snapshot_download():
@@ -177,18 +181,65 @@ class HuggingFace(Hub):
 
     @property
     def endpoint(self) -> str:
-        return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        return os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
 
     def _translate(self, e: Exception) -> Exception:
-        import requests
+        """huggingface_hub's errors (its HTTP client is httpx2) as one line with the fix."""
+        import httpx2
         from huggingface_hub import errors
 
-        if isinstance(e, (errors.RepositoryNotFoundError, errors.RevisionNotFoundError)):
-            return self.missing(" (or it is gated: set HF_TOKEN)")
-        if isinstance(e, (requests.ConnectionError, requests.Timeout, OSError)):
+        repo, rev = self.s.checkpoint_id, self.s.revision
+        url = f"{self.endpoint}/{repo}"
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        cause = e.__cause__ or e.__context__
+        if isinstance(e, errors.GatedRepoError):  # before RepositoryNotFoundError, its base
+            if status == 403:
+                return DownloadError(
+                    f"{repo} is gated on {self.name} and the account of HF_TOKEN has not been "
+                    f"granted access (403); request access at {url}, or use MODEL_SOURCE=modelscope"
+                )
+            return DownloadError(
+                f"{repo} is gated on {self.name}: its files need a token ({status or 401}); "
+                f"accept its terms at {url} and set HF_TOKEN in .env to a token of that account"
+            )
+        if isinstance(e, errors.RevisionNotFoundError):
+            return DownloadError(
+                f"{repo} has no revision {rev} on {self.name} ({self.endpoint}); check "
+                f"MODEL_REVISION in .env (empty: the default branch, {self.default_branch})"
+            )
+        if isinstance(e, errors.RepositoryNotFoundError):
+            return DownloadError(
+                f"{repo} does not exist on {self.name} ({self.endpoint}), or it is private; check "
+                "MODEL_ID in .env (a private repo needs HF_TOKEN)"
+            )
+        if isinstance(e, errors.HfHubHTTPError) and status == 401:
+            return DownloadError(
+                f"{self.name} ({self.endpoint}) refuses HF_TOKEN (401 invalid credentials); fix "
+                "HF_TOKEN in .env, or empty it for public repos"
+            )
+        if isinstance(e, errors.HfHubHTTPError) and status is not None and status >= 500:
+            return DownloadError(
+                f"{self.name} answered with server errors ({status} for {e.response.url}); "
+                "try again later; nothing downloaded so far is lost"
+            )
+        if isinstance(e, (httpx2.TransportError, errors.OfflineModeIsEnabled)) or (
+            isinstance(e, errors.LocalEntryNotFoundError)
+            and isinstance(cause, (httpx2.TransportError, errors.OfflineModeIsEnabled))
+        ):
+            why = type(cause if isinstance(e, errors.LocalEntryNotFoundError) else e).__name__
+            if isinstance(e, httpx2.RemoteProtocolError):  # cut again and again, no progress
+                return DownloadError(
+                    f"{self.name} transfers kept breaking off ({why}) after the client's retries; "
+                    "the volume is not marked complete, re-run to fetch the rest"
+                )
             return HubUnreachable(
-                f"cannot reach {self.name} at {self.endpoint} ({type(e).__name__}); check the "
-                "network, set HF_ENDPOINT to a mirror, or MODEL_SOURCE=modelscope"
+                f"cannot reach {self.name} at {self.endpoint} ({why}); check the network or "
+                "proxy, set HF_ENDPOINT to a mirror, or MODEL_SOURCE=modelscope"
+            )
+        if isinstance(e, OSError) and "Consistency check failed" in str(e):
+            return DownloadError(
+                f"{self.name} sent a file of the wrong size ({str(e).splitlines()[0]}); the "
+                "volume is not marked complete, re-run to fetch it again"
             )
         return e
 
@@ -196,10 +247,7 @@ class HuggingFace(Hub):
         from huggingface_hub import HfApi
 
         info = self._call(
-            HfApi().model_info,
-            self.s.checkpoint_id,
-            revision=self.s.model_revision,
-            files_metadata=True,
+            HfApi().model_info, self.s.checkpoint_id, revision=self.s.revision, files_metadata=True
         )
         out = []
         for f in info.siblings or []:
@@ -213,6 +261,23 @@ class HuggingFace(Hub):
                 )
             )
         return out
+
+    def prepare(self, target: Path) -> None:
+        """huggingface_hub (2.x) downloads each file into a temporary file of its own process
+        (`<hash>.<etag>.<random>.incomplete`) and deletes it when a transfer fails; it resumes a
+        cut transfer only within the same run. A killed run leaves its temporary files behind and
+        no later run reads them: remove them (and never count them as progress)."""
+        folder = target / ".cache" / "huggingface" / "download"
+        stale = [p for p in folder.rglob("*.incomplete") if p.is_file()] if folder.is_dir() else []
+        if stale:
+            size = sum(_size(p) for p in stale)
+            for p in stale:
+                p.unlink(missing_ok=True)
+            print(
+                f"download: removed {len(stale)} partial files ({human(size)}) of an interrupted "
+                f"run: {self.name}'s client restarts those files",
+                flush=True,
+            )
 
 
 SOURCES = {"modelscope": ModelScope, "huggingface": HuggingFace}
@@ -274,8 +339,8 @@ def partial_bytes(target: Path, rel: str) -> int:
     ModelScope (modelscope_hub._download) streams into `<file>.incomplete` next to the file, or,
     for files over MODELSCOPE_DOWNLOAD_PARALLEL_THRESHOLD_MB with parallel workers, into parts
     `<file>_<start>_<end>` merged into `<file>.parallel_tmp`. Hugging Face (huggingface_hub with
-    local_dir) streams into `.cache/huggingface/download/<dir>/<hash>.<etag>.incomplete`.
-    Both rename the finished, verified file to its final name.
+    local_dir) streams into `.cache/huggingface/download/<dir>/<hash>.<etag>.<random>.incomplete`,
+    a file of its own run (`HuggingFace.prepare`). Both rename the finished file to its name.
     """
     final = target / rel
     name = final.name
@@ -431,10 +496,11 @@ def run(s: Settings) -> str:
         return offline_verify(target, e)
     if not remote:
         raise DownloadError(
-            f"{source.name} lists no files for {s.checkpoint_id} at revision {s.model_revision}; "
+            f"{source.name} lists no files for {s.checkpoint_id} at revision {s.revision}; "
             "check MODEL_REVISION"
         )
     total = sum(rf.size for rf in remote)
+    source.prepare(target)
     good, todo = check_local(target, remote)
     if not todo and manifest.read(target) is not None:
         return (
@@ -453,7 +519,7 @@ def run(s: Settings) -> str:
         every = s.download_progress_interval
         earlier = f", {human(resumed)} of it on disk from an earlier run" if resumed else ""
         print(
-            f"download: {s.checkpoint_id}@{s.model_revision} from {source.name}: {len(todo)} of "
+            f"download: {s.checkpoint_id}@{s.revision} from {source.name}: {len(todo)} of "
             f"{len(remote)} files to fetch ({human(need)} of {human(total)}{earlier}; "
             f"1 MB = 10^6 bytes)" + (f"; progress every {every}s" if every else ""),
             flush=True,
@@ -474,7 +540,7 @@ def run(s: Settings) -> str:
         target,
         {p: {"size": sizes[p], "sha256": h} for p, h in sorted(good.items())},
         model_id=s.checkpoint_id,
-        revision=s.model_revision,
+        revision=s.revision,
         source=s.model_source,
     )
     secs = time.monotonic() - t0

@@ -8,13 +8,60 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from scripts import manifest
-from scripts.settings import SettingsError, load
+from scripts.settings import Settings, SettingsError, load
 from scripts.vllm_args import checkpoint_problem, command
+
+ROOT = Path(__file__).resolve().parent.parent  # holds scripts/: vLLM imports the middleware
+
+
+def parser_names(kind: str) -> list[str] | None:
+    """The tool-call (`tool`) or reasoning (`reasoning`) parsers the installed vLLM registers;
+    None when this vLLM keeps them elsewhere (then vLLM itself checks the name at start-up)."""
+    paths = {
+        "tool": [("vllm.tool_parsers", "ToolParserManager"),  # vLLM >= 0.3x
+                 ("vllm.entrypoints.openai.tool_parsers", "ToolParserManager")],
+        "reasoning": [("vllm.reasoning", "ReasoningParserManager")],
+    }[kind]  # fmt: skip
+    for module, name in paths:
+        try:
+            manager = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        if hasattr(manager, "list_registered"):
+            return list(manager.list_registered())
+        found = set(getattr(manager, f"{kind}_parsers", {})) | set(
+            getattr(manager, "lazy_parsers", {})
+        )
+        return sorted(found) or None
+    return None
+
+
+def check_parsers(s: Settings) -> list[str]:
+    """TOOL_CALL_PARSER and REASONING_PARSER against this vLLM's parsers, one line each."""
+    problems, defaults = [], Settings()
+    for setting, attr, kind in (
+        ("TOOL_CALL_PARSER", "tool_call_parser", "tool"),
+        ("REASONING_PARSER", "reasoning_parser", "reasoning"),
+    ):
+        value = getattr(s, attr)
+        names = parser_names(kind) if value else None
+        if names is not None and value not in names:
+            from vllm import __version__ as version
+
+            problems.append(
+                f"{setting}={value!r} is not a {kind} parser of vLLM {version}; Qwen3 uses "
+                f"{getattr(defaults, attr)!r} (this vLLM has: {', '.join(names)}), or empty to "
+                "disable; fix it in .env"
+            )
+    return problems
+
 
 OPEN_FILES = 65535  # what vLLM sets itself when the hard limit allows (vllm.utils set_ulimit)
 
@@ -51,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     if opts.print:
         print(shlex.join(cmd))
         return 0
+    problems = check_parsers(s)
+    if problems:
+        print("serve: " + "\nserve: ".join(problems), file=sys.stderr)
+        return 2
     if s.device == "cuda" and s.preflight:
         from scripts import preflight  # GPU memory, count and driver against the settings
 
@@ -61,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     env.pop("VLLM_API_KEY", None)
     # vLLM's own cap on `n` is 16384 choices per request: one request could fill the GPU
     env["VLLM_MAX_N_SEQUENCES"] = str(s.max_n)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     if key:
         env["VLLM_API_KEY"] = key  # vLLM reads it from the environment: never on the command line
     print(f"serve: {shlex.join(cmd)}", file=sys.stderr, flush=True)

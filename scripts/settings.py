@@ -28,6 +28,8 @@ from scripts.vllm_args import PROFILE_FLAGS
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = tuple(PROFILE_FLAGS)
 SOURCES = ("modelscope", "huggingface")
+# each hub's default branch: what an empty MODEL_REVISION means
+DEFAULT_REVISIONS = {"modelscope": "master", "huggingface": "main"}
 DEVICES = ("cuda", "cpu")
 TRACKS = ("cu124", "cu130")
 # The CUDA base image of each GPU track, pinned by digest (scripts/pin_images.py rewrites these
@@ -126,7 +128,7 @@ def _extra(raw: str) -> tuple[str, ...]:
 
 
 def _revision(raw: str) -> str:
-    if not re.fullmatch(r"[\w./-]{1,100}", raw):
+    if raw and not re.fullmatch(r"[\w./-]{1,100}", raw):  # empty: the hub's default branch
         raise ValueError("must be a branch, tag or commit, e.g. master")
     return raw
 
@@ -203,9 +205,9 @@ SETTINGS: tuple[Setting, ...] = (
       "SERVE_PROFILE=fp8 / awq take Qwen's own checkpoint of it (Qwen/Qwen3-8B-FP8 / -AWQ); a "
       "repo that already ends in -FP8 / -AWQ, or another owner's, is served as given",
       MODEL, _model_id, "model_id"),
-    S("MODEL_REVISION", "master", "a branch, tag or commit of the repo served (fp8 / awq: of "
-      "the -FP8 / -AWQ repo); pin a commit for reproducible deployments", MODEL, _revision,
-      "model_revision"),
+    S("MODEL_REVISION", "", "a branch, tag or commit of the repo served (fp8 / awq: of the -FP8 / "
+      "-AWQ repo); empty: the hub's default branch (ModelScope master, Hugging Face main); pin a "
+      "commit for reproducible deployments", MODEL, _revision, "model_revision"),
     S("MODEL_SOURCE", "modelscope", "modelscope (as in the tutorial) or huggingface",
       MODEL, _choice(SOURCES), "model_source"),
     S("MODELSCOPE_ENDPOINT", "", "a ModelScope mirror, e.g. a company proxy; empty: the public "
@@ -359,6 +361,12 @@ class Settings:
         """The repo downloaded and served: MODEL_ID, or Qwen's quantized checkpoint of it for
         SERVE_PROFILE=fp8 / awq (scripts/vllm_args.py, checkpoint_id)."""
         return vllm_args.checkpoint_id(self.model_id, self.profile)
+
+    @property
+    def revision(self) -> str:
+        """The branch, tag or commit to download: MODEL_REVISION, else the hub's default branch
+        (ModelScope calls it master, Hugging Face main)."""
+        return self.model_revision or DEFAULT_REVISIONS[self.model_source]
 
     @property
     def model_path(self) -> Path:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from scripts.settings import Settings
 
+GUARD = "scripts.tool_guard.ToolGuard"  # scripts/serve.py puts scripts/ on vLLM's PYTHONPATH
+
 # What each serving profile serves and the flags it adds on top of the tutorial's command, chosen
 # from the H100 measurements in bench/results/ (bench/README.md explains each choice). `plain`
 # adds nothing: it is the baseline that `vllm serve` gives with its defaults. Flags are GPU only:
@@ -166,6 +168,7 @@ def build_args(s: Settings, model: Path | None = None) -> list[str]:
         args += ["--reasoning-parser", s.reasoning_parser]
     if s.tool_call_parser:
         args += ["--enable-auto-tool-choice", "--tool-call-parser", s.tool_call_parser]
+    args += ["--middleware", GUARD]  # 400 for tool definitions vLLM would take as they are
     dtype = "float32" if s.device == "cpu" and s.dtype == "auto" else s.dtype
     if dtype != "auto":
         args += ["--dtype", dtype]
@@ -180,7 +183,7 @@ def build_args(s: Settings, model: Path | None = None) -> list[str]:
 SERVER_ONLY = {
     "--host": 1, "--port": 1, "--disable-fastapi-docs": 0, "--shutdown-timeout": 1,
     "--data-parallel-size": 1, "--reasoning-parser": 1, "--enable-auto-tool-choice": 0,
-    "--tool-call-parser": 1,
+    "--tool-call-parser": 1, "--middleware": 1,
 }  # fmt: skip
 
 

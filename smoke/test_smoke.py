@@ -1,136 +1,163 @@
-"""The tutorial's checks through the openai SDK, against a running endpoint.
-
-Same settings as smoke.sh: SMOKE_BASE_URL, SMOKE_MODEL, SMOKE_API_KEY / SMOKE_API_KEY_FILE,
-SMOKE_CHECK_ANSWERS=0 for dummy weights (protocol checks only).
-"""
+"""The smoke checks: the tutorial's requests (smoke/requests.json), each made with curl and with
+the openai SDK (smoke/api.py). A check's name is its docstring; `bash smoke/run` prints one
+line per check and the verdict. Checks of the answer's text take the `answers` fixture, so
+SMOKE_CHECK_ANSWERS=0 (dummy weights) skips them and says so."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import json
 
-import httpx
-import openai
 import pytest
+from api import LONG, MODEL, REQUESTS, SHORT, HTTPError, message, only, reasoning
 
-BASE = os.environ.get("SMOKE_BASE_URL", "http://localhost:8000").rstrip("/")
-MODEL = os.environ.get("SMOKE_MODEL", "Qwen3-8B")
-ANSWERS = os.environ.get("SMOKE_CHECK_ANSWERS", "1") == "1"
-PROMPT = "我想问你，5的阶乘是多少？<think>\n"
-LONG = int(os.environ.get("SMOKE_MAX_TOKENS") or 4096)  # thinking answers
-SHORT = int(os.environ.get("SMOKE_MAX_TOKENS") or 1024)
-
-
-def _key() -> str:
-    if os.environ.get("SMOKE_API_KEY"):
-        return os.environ["SMOKE_API_KEY"]
-    path = os.environ.get("SMOKE_API_KEY_FILE")
-    if not path:
-        return ""
-    lines = (k.strip() for k in Path(path).read_text().splitlines())
-    return next((k for k in lines if k and not k.startswith("#")), "")  # the first key
+PROMPT = REQUESTS["prompt"]
+WEATHER = REQUESTS["weather"]
+COMPLETION = {"model": MODEL, "prompt": PROMPT, "max_tokens": SHORT, "temperature": 0}
+THINKING = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": LONG}
+NO_THINKING = {
+    **THINKING, "max_tokens": SHORT, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "min_p": 0,
+    "chat_template_kwargs": {"enable_thinking": False},
+}  # fmt: skip
+DEEP_LEARNING = {"model": MODEL, "max_tokens": 16,
+                 "messages": [{"role": "user", "content": "什么是深度学习？"}]}  # fmt: skip
+STREAM = {**THINKING, "stream_options": {"include_usage": True}}
+TOOLS = {"model": MODEL, "max_tokens": LONG, "tools": WEATHER["tools"],
+         "messages": [{"role": "user", "content": WEATHER["question"]}]}  # fmt: skip
 
 
-KEY = _key()
-needs_answers = pytest.mark.skipif(not ANSWERS, reason="SMOKE_CHECK_ANSWERS=0 (dummy weights)")
+@only("curl")
+def test_health(api):
+    """GET /health answers 200"""
+    api.health()
 
 
-@pytest.fixture(scope="module")
-def client() -> openai.OpenAI:
-    # the tutorial passes a placeholder key when the server has none
-    return openai.OpenAI(base_url=f"{BASE}/v1", api_key=KEY or "sk-xxx", timeout=600, max_retries=0)
+def test_models(api):
+    """GET /v1/models lists the served model"""
+    models = api.models()["data"]
+    assert [m["id"] for m in models] == [MODEL]
+    assert models[0].get("max_model_len", 0) > 0
 
 
-def reasoning_of(message) -> str | None:
-    """Today's vLLM returns `reasoning`; servers from the tutorial's time `reasoning_content`."""
-    extra = message.model_extra or {}
-    return extra.get("reasoning") or extra.get("reasoning_content")
+def test_completion_prompt_tokens(api):
+    """completions: the tutorial's prompt is 12 tokens"""
+    r = api.completion(COMPLETION)
+    assert r["usage"]["prompt_tokens"] == 12 and r["usage"]["completion_tokens"] > 0
 
 
-def test_models_lists_the_served_name(client):
-    models = client.models.list().data
-    assert [m.id for m in models] == [MODEL]
-    assert (models[0].model_extra or {}).get("max_model_len", 0) > 0
+def test_completion_answer(api, answers):
+    """completions: the answer says 120"""
+    assert "120" in api.completion(COMPLETION)["choices"][0]["text"]
 
 
-def test_completions_tutorial_prompt(client):
-    r = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=SHORT, temperature=0)
-    assert r.usage.prompt_tokens == 12
-    assert r.usage.completion_tokens > 0
-    if ANSWERS:
-        assert "120" in r.choices[0].text
+def test_thinking_prompt_tokens(api):
+    """chat (thinking): the prompt is 20 tokens"""
+    assert api.chat(THINKING)["usage"]["prompt_tokens"] == 20
 
 
-def test_chat_thinking_separates_reasoning(client):
-    r = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": PROMPT}], max_tokens=LONG
-    )
-    assert r.usage.prompt_tokens == 20
-    msg = r.choices[0].message
-    if ANSWERS:
-        assert reasoning_of(msg), "thinking mode returned no reasoning"
-        assert "</think>" not in (msg.content or "")
-        assert "120" in msg.content
+def test_thinking_answer(api, answers):
+    """chat (thinking): reasoning separated from the content, which says 120"""
+    m = message(api.chat(THINKING))
+    assert reasoning(m), "thinking mode returned no reasoning"
+    assert "</think>" not in (m["content"] or "") and "120" in m["content"]
 
 
-def test_chat_without_thinking_has_no_reasoning(client):
-    r = client.chat.completions.create(
-        model=MODEL,
-        messages=[{"role": "user", "content": PROMPT}],
-        max_tokens=SHORT,
-        temperature=0.7,
-        top_p=0.8,
-        extra_body={"top_k": 20, "min_p": 0, "chat_template_kwargs": {"enable_thinking": False}},
-    )
-    msg = r.choices[0].message
-    assert not reasoning_of(msg)
-    if ANSWERS:
-        assert "120" in msg.content
+def test_no_thinking_has_no_reasoning(api):
+    """chat (no thinking): no reasoning"""
+    assert not reasoning(message(api.chat(NO_THINKING)))
 
 
-def test_chat_prompt_token_count(client):
-    r = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "什么是深度学习？"}], max_tokens=16
-    )
-    assert r.usage.prompt_tokens == 12
+def test_no_thinking_answer(api, answers):
+    """chat (no thinking): the answer says 120"""
+    assert "120" in message(api.chat(NO_THINKING))["content"]
 
 
-def test_streaming_reasoning_before_content(client):
-    stream = client.chat.completions.create(
-        model=MODEL,
-        messages=[{"role": "user", "content": PROMPT}],
-        max_tokens=LONG,
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    kinds, content, finish, usage = [], "", None, None
-    for chunk in stream:
-        if chunk.usage:
-            usage = chunk.usage
-        if not chunk.choices:
-            continue
-        delta = chunk.choices[0].delta
-        if reasoning_of(delta):
+def test_deep_learning_prompt_tokens(api):
+    """chat: 什么是深度学习？ is 12 prompt tokens"""
+    assert api.chat(DEEP_LEARNING)["usage"]["prompt_tokens"] == 12
+
+
+@only("curl")
+def test_stream_events(api):
+    """chat (streaming): server-sent events ending in data: [DONE]"""
+    chunks, done = api.chat_stream(STREAM)
+    assert len(chunks) > 1 and done
+
+
+def test_stream_finish_and_usage(api):
+    """chat (streaming): a finish reason and the usage (20 prompt tokens) at the end"""
+    chunks, _ = api.chat_stream(STREAM)
+    finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+    assert finish[-1] in ("stop", "length")
+    usage = [c["usage"] for c in chunks if c.get("usage")]
+    assert usage and usage[-1]["prompt_tokens"] == 20
+
+
+def test_stream_answer(api, answers):
+    """chat (streaming): reasoning arrives before the content, which says 120"""
+    chunks, _ = api.chat_stream(STREAM)
+    kinds, content = [], ""
+    for c in chunks:
+        delta = c["choices"][0]["delta"] if c["choices"] else {}
+        if reasoning(delta):
             kinds.append("reasoning")
-        if delta.content:
+        if delta.get("content"):
             kinds.append("content")
-            content += delta.content
-        finish = chunk.choices[0].finish_reason or finish
-    assert finish in ("stop", "length")
-    assert usage is not None and usage.prompt_tokens == 20
-    if ANSWERS:
-        assert "reasoning" in kinds and "content" in kinds
-        first_content = kinds.index("content")
-        assert "reasoning" not in kinds[first_content:], "reasoning arrived after content"
-        assert "120" in content
+            content += delta["content"]
+    assert "reasoning" in kinds and "content" in kinds
+    assert "reasoning" not in kinds[kinds.index("content") :], "reasoning arrived after content"
+    assert "120" in content
 
 
-@pytest.mark.skipif(not KEY, reason="no API key given (SMOKE_API_KEY / SMOKE_API_KEY_FILE)")
-@pytest.mark.parametrize("header", [None, "Bearer wrong-key"], ids=["no-key", "wrong-key"])
-def test_key_is_required(header):
-    headers = {"Authorization": header} if header else {}
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
-    for method, path, payload in (("GET", "/v1/models", None),
-                                  ("POST", "/v1/chat/completions", body)):  # fmt: skip
-        r = httpx.request(method, BASE + path, json=payload, headers=headers, timeout=30)
-        assert r.status_code == 401, f"{method} {path} without a valid key gave {r.status_code}"
+def test_tools_accepted(api):
+    """tool call: a request with tools is answered"""
+    choice = api.chat(TOOLS)["choices"][0]
+    assert choice["finish_reason"] in ("stop", "length", "tool_calls")
+    for call in choice["message"].get("tool_calls") or []:
+        assert isinstance(call["function"]["name"], str)
+        assert isinstance(call["function"]["arguments"], str)
+
+
+def test_tool_call(api, answers):
+    """tool call: get_weather is called for Paris"""
+    choice = api.chat(TOOLS)["choices"][0]
+    assert choice["finish_reason"] == "tool_calls", choice
+    (call,) = choice["message"]["tool_calls"]
+    assert call["id"] and call["function"]["name"] == "get_weather"
+    assert "paris" in json.loads(call["function"]["arguments"])["city"].lower()
+
+
+def test_tool_result_answered(api, answers):
+    """tool call: the tool's result is answered in text"""
+    first = message(api.chat(TOOLS))
+    calls = first.get("tool_calls") or []
+    assert calls, "no tool call to answer"
+    messages = [
+        *TOOLS["messages"],
+        {"role": "assistant", "content": first.get("content") or "",
+         "tool_calls": [{"id": c["id"], "type": "function", "function": c["function"]}
+                        for c in calls]},
+        *[{"role": "tool", "tool_call_id": c["id"], "content": json.dumps(WEATHER["result"])}
+          for c in calls],
+    ]  # fmt: skip
+    choice = api.chat({**TOOLS, "messages": messages})["choices"][0]
+    assert choice["finish_reason"] == "stop" and not choice["message"].get("tool_calls"), choice
+    assert str(WEATHER["result"]["temperature_c"]) in choice["message"]["content"]
+
+
+@only("curl")
+def test_no_key(api, key):
+    """no key: 401"""
+    with pytest.raises(HTTPError) as e:
+        api.models(key=None)
+    assert e.value.status == 401
+
+
+def test_wrong_key(api, key):
+    """a wrong key: 401"""
+    wrong = "wrong-" + key
+    with pytest.raises(HTTPError) as e:
+        api.models(key=wrong)
+    assert e.value.status == 401
+    with pytest.raises(HTTPError) as e:
+        api.chat({**DEEP_LEARNING, "max_tokens": 1}, key=wrong)
+    assert e.value.status == 401

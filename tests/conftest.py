@@ -4,6 +4,7 @@ test session (fake hub -> scripts.download -> scripts.serve)."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -19,6 +20,35 @@ from tests.fixtures.fakehub import FakeHub
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_ID = "Qwen/Qwen3-8B"
+# smoke checks that must pass wherever the suite runs against the stand-in (smoke/test_smoke.py
+# names its checks by their docstrings; `smoke/run` prints `ok   <way>: <name>` for each)
+SMOKE_CHECKS = [
+    *(f"{way}: {name}" for way in ("curl", "sdk") for name in (
+        "GET /v1/models lists the served model",
+        "completions: the tutorial's prompt is 12 tokens",
+        "completions: the answer says 120",
+        "chat (thinking): reasoning separated from the content, which says 120",
+        "chat (no thinking): the answer says 120",
+        "chat (streaming): reasoning arrives before the content, which says 120",
+        "tool call: get_weather is called for Paris",
+        "tool call: the tool's result is answered in text",
+        "a wrong key: 401",
+    )),
+    "curl: GET /health answers 200",
+    "curl: chat (streaming): server-sent events ending in data: [DONE]",
+    "curl: no key: 401",
+]  # fmt: skip
+SMOKE_VERDICT = re.compile(
+    r"smoke: (?P<passed>\d+) passed, (?P<failed>\d+) failed against (?P<url>\S+) "
+    r"\(model (?P<model>[^)]+)\)(?:; skipped: (?P<skipped>.+))?"
+)
+
+
+def smoke_verdict(output: str) -> re.Match:
+    """The smoke suite's one verdict line."""
+    found = [m for ln in output.splitlines() if (m := SMOKE_VERDICT.fullmatch(ln.strip()))]
+    assert len(found) == 1, f"want one verdict line, found {len(found)}:\n{output[-3000:]}"
+    return found[0]
 
 
 def free_port() -> int:
@@ -57,8 +87,24 @@ def hub(scripted_model):
         yield h
 
 
-def run_download(models_dir: Path, hub_url: str, **extra: str) -> subprocess.CompletedProcess:
-    env = cpu_env(MODELS_DIR=str(models_dir), MODELSCOPE_ENDPOINT=hub_url, **extra)
+def hub_env(models_dir: Path, hub_url: str, source: str = "modelscope") -> dict[str, str]:
+    """What the download container gets to fetch from `hub_url`: ModelScope's endpoint, or
+    MODEL_SOURCE=huggingface with HF_ENDPOINT (hub contact allowed, its own HF_HOME)."""
+    if source == "modelscope":
+        return {"MODELS_DIR": str(models_dir), "MODELSCOPE_ENDPOINT": hub_url}
+    return {
+        "MODELS_DIR": str(models_dir),
+        "MODEL_SOURCE": "huggingface",
+        "HF_ENDPOINT": hub_url,
+        "HF_HUB_OFFLINE": "0",
+        "HF_HOME": str(models_dir.parent / f".hf-home-{models_dir.name}"),
+    }
+
+
+def run_download(
+    models_dir: Path, hub_url: str, source: str = "modelscope", **extra: str
+) -> subprocess.CompletedProcess:
+    env = cpu_env(**hub_env(models_dir, hub_url, source), **extra)
     return subprocess.run(
         [sys.executable, "-m", "scripts.download"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,

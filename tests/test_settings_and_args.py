@@ -19,11 +19,10 @@ from tests.conftest import ROOT, cpu_env
 @pytest.mark.unit
 def test_defaults_serve_the_tutorial_model():
     s = load({})
-    assert (s.model_id, s.model_revision, s.model_source) == (
-        "Qwen/Qwen3-8B",
-        "master",
-        "modelscope",
-    )
+    assert (s.model_id, s.revision, s.model_source) == ("Qwen/Qwen3-8B", "master", "modelscope")
+    # an empty MODEL_REVISION is the hub's default branch, which the two hubs name differently
+    assert load({"MODEL_SOURCE": "huggingface"}).revision == "main"
+    assert load({"MODEL_SOURCE": "huggingface", "MODEL_REVISION": "v1"}).revision == "v1"
     assert (s.served_model_name, s.max_model_len, s.reasoning_parser) == ("Qwen3-8B", 8192, "qwen3")
     args = build_args(s)
     pairs = dict(zip(args[::2], args[1::2], strict=False))

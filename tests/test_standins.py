@@ -13,27 +13,43 @@ from tests.fixtures.qwen3_tokenizer import IM_END, build_tokenizer
 pytestmark = pytest.mark.unit
 
 
-def test_a_repeated_token_is_refused_with_the_reason():
-    with pytest.raises(standins.SpecError, match=r"repeats token .* every token occurs once"):
-        standins.successor_map(build_tokenizer(), [("\n", "1212")])
+def test_repeated_tokens_are_told_apart_by_their_context():
+    """A JSON tool call repeats `":` and ` "`; the rules use as much context as that needs."""
+    tok = build_tokenizer()
+    table = standins.rules(tok)
+    quote = tok.encode(' "', add_special_tokens=False)
+    (q,) = quote
+    keys = [k for k in table if k[-1] == q]
+    assert keys and all(len(k) == 4 for k in keys)  # mode + two back + one back + ` "`
+    assert {tok.decode([table[k]]) for k in keys} == {"get", "Paris", "arguments"}
+    assert any(len(k) == 1 for k in table)  # most tokens need no context at all
 
 
-def test_conflicting_successors_are_refused():
-    with pytest.raises(standins.SpecError, match="in one script and by"):
-        standins.successor_map(build_tokenizer(), [("\n", "x y"), ("\n\n", "x z")])
+def test_a_script_that_needs_more_context_is_refused_with_the_reason():
+    scripts = [standins.Script("a", "x 1 2 3 y", prompt="p"),
+               standins.Script("b", "z 1 2 3 w", prompt="q")]  # fmt: skip
+    with pytest.raises(standins.SpecError, match=r"scripts 'a' and 'b' both reach .* reword"):
+        standins.rules(build_tokenizer(), scripts)
 
 
-def test_multi_token_context_is_refused():
-    with pytest.raises(standins.SpecError, match="exactly one token"):
-        standins.successor_map(build_tokenizer(), [("hello world", "x")])
+def test_previous_token_heads_pick_their_distance_at_every_length():
+    for offset in (1, 2):
+        assert standins.prev_head_scores(offset, 30.0, 1e6, 40960) > standins.ATTENTION_MARGIN
 
 
-def test_scripted_model_generates_the_tutorial_answer(scripted_model):
+@pytest.fixture(scope="module")
+def hf_model(scripted_model):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(scripted_model)
-    model = AutoModelForCausalLM.from_pretrained(scripted_model, dtype=torch.float32)
+    return tok, AutoModelForCausalLM.from_pretrained(scripted_model, dtype=torch.float32)
+
+
+def test_scripted_model_generates_the_tutorial_answer(hf_model):
+    import torch
+
+    tok, model = hf_model
     msgs = [{"role": "user", "content": "我想问你，5的阶乘是多少？"}]
 
     def gen(thinking, **sampling):
@@ -51,6 +67,18 @@ def test_scripted_model_generates_the_tutorial_answer(scripted_model):
     hello = tok("Hello there", return_tensors="pt")
     out = model.generate(**hello, max_new_tokens=8, do_sample=False)
     assert out[0][hello["input_ids"].shape[1] :].tolist() == [IM_END]
+
+
+def test_scripted_model_calls_the_weather_tool_and_answers_its_result(hf_model):
+    tok, model = hf_model
+    by_name = {sc.name: sc for sc in standins.scripts()}
+    for name in ("tool call", "tool answered", "completions"):
+        sc = by_name[name]
+        ids = tok(sc.prompt_text(tok), return_tensors="pt", add_special_tokens=False)
+        out = model.generate(**ids, max_new_tokens=80, do_sample=False)
+        text = tok.decode(out[0][ids["input_ids"].shape[1] :])
+        assert text == sc.answer + "<|im_end|>", name
+    assert standins.TOOL_CALL in by_name["tool call"].answer
 
 
 def test_shape_standin_is_qwen3_8b(tmp_path):

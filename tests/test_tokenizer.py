@@ -1,6 +1,19 @@
-"""The rebuilt Qwen3 tokenizer: ids and the tutorial's token counts."""
+"""The rebuilt Qwen3 tokenizer: ids, the tutorial's token counts, and our chat template against
+the one Qwen publishes with Qwen3.
+
+tests/fixtures/qwen3_published_chat_template.jinja is the `chat_template` of Qwen3's
+tokenizer_config.json (https://huggingface.co/Qwen/Qwen3-0.6B, the same in every Qwen3 size),
+byte for byte as llama.cpp vendors it (models/templates/Qwen-Qwen3-0.6B.jinja, read from the
+fork github.com/ye-NX/llama.cpp at b354d7c9) and as github.com/wangling03/BioReason copies it
+(bioreason/models/dl/chat_template_dl.py at 9153dfbd): the two copies are identical. Qwen3-8B's
+later revision of the template (895c8d17) changed how it reads non-string content and
+`reasoning_content`, not how it renders tools, tool calls or tool results.
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +89,55 @@ def test_chat_template_tools(tok):
     assert "<tools>\n" in text and '"name": "fact"' in text
     assert '<tool_call>\n{"name": "fact", "arguments": {"n": 5}}\n</tool_call>' in text
     assert "<|im_start|>user\n<tool_response>\n120\n</tool_response><|im_end|>" in text
+
+
+PUBLISHED = Path(__file__).parent / "fixtures" / "qwen3_published_chat_template.jinja"
+WEATHER = json.loads((Path(__file__).parents[1] / "smoke" / "requests.json").read_text())["weather"]
+CALL = {"id": "call_0", "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}  # fmt: skip
+CONVERSATIONS = {
+    "tools offered": [{"role": "user", "content": WEATHER["question"]}],
+    "tools and a system prompt": [
+        {"role": "system", "content": "You are a weather bot."},
+        {"role": "user", "content": WEATHER["question"]},
+    ],
+    "tool result": [
+        {"role": "user", "content": WEATHER["question"]},
+        {"role": "assistant", "content": "", "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_0", "content": json.dumps(WEATHER["result"])},
+    ],
+    "two calls, two results, reasoning kept after the query": [
+        {"role": "user", "content": "Paris and Rome?"},
+        {"role": "assistant", "content": "Checking both.", "reasoning_content": "two cities",
+         "tool_calls": [CALL, {"type": "function", "function": {"name": "get_weather",
+                                                               "arguments": {"city": "Rome"}}}]},
+        {"role": "tool", "content": "sunny"},
+        {"role": "tool", "content": "rain"},
+    ],
+    "an earlier turn's reasoning dropped": [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "<think>\nold\n</think>\n\nA"},
+        {"role": "user", "content": "b"},
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(CONVERSATIONS))
+@pytest.mark.parametrize("thinking", [None, False], ids=["thinking", "no-thinking"])
+def test_tools_prompts_render_exactly_as_qwen3s_published_template(tok, name, thinking):
+    published = PUBLISHED.read_text()
+    assert published.startswith("{%- if tools %}") and "<tool_call>" in published
+    kwargs = {} if thinking is None else {"enable_thinking": thinking}
+    for tools in (WEATHER["tools"], None):
+        for gen in (True, False):
+            ours = tok.apply_chat_template(CONVERSATIONS[name], tools=tools, tokenize=False,
+                                           add_generation_prompt=gen, **kwargs)  # fmt: skip
+            theirs = tok.apply_chat_template(CONVERSATIONS[name], tools=tools, tokenize=False,
+                                             add_generation_prompt=gen, chat_template=published,
+                                             **kwargs)  # fmt: skip
+            assert ours == theirs, (tools is not None, gen)
+    rendered = tok.apply_chat_template(CONVERSATIONS["tools offered"], tools=WEATHER["tools"],
+                                       tokenize=False, add_generation_prompt=True)  # fmt: skip
+    assert (
+        "<tools>\n" + json.dumps(WEATHER["tools"][0], ensure_ascii=False) + "\n</tools>" in rendered
+    )
