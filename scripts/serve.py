@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import os
 import shlex
 import sys
@@ -60,8 +61,21 @@ def build_args(s: Settings, model: Path | None = None) -> list[str]:
     if s.load_format != "auto":
         args += ["--load-format", s.load_format]
     args += list(PROFILE_FLAGS[s.profile]) if s.device == "cuda" else []
+    args += hide_version()
     args += list(s.extra_args)
     return args
+
+
+def hide_version() -> list[str]:
+    """vLLM 0.26 and later write their version into every answer's `system_fingerprint`
+    ("vllm-0.32.0-..."); `--fingerprint-mode none` leaves it out. vLLM 0.19 sends no fingerprint
+    and has no such flag. Decided by the installed vLLM (without importing it)."""
+    spec = importlib.util.find_spec("vllm")
+    places = list(spec.submodule_search_locations or []) if spec else []
+    module = Path("entrypoints", "serve", "utils", "fingerprint.py")
+    if any((Path(p) / module).is_file() for p in places):
+        return ["--fingerprint-mode", "none"]
+    return []
 
 
 def launcher() -> list[str]:
