@@ -24,6 +24,7 @@
 #   GATEWAY_CONF_DIR=/tmp/qvs-gateway      where the rendered config lives (private, 0700)
 #   GATEWAY_WORKERS=auto            nginx worker processes
 #   GATEWAY_STREAM_TIMEOUT=900      seconds an answer may take between two bytes
+#   GATEWAY_NJS_MODULE=/usr/lib/nginx/modules/ngx_http_js_module.so   nginx's njs module (qvs.js)
 set -eu
 
 die() {
@@ -57,7 +58,7 @@ number() { # NAME VALUE MIN MAX
   if [ "$2" -lt "$3" ] || [ "$2" -gt "$4" ]; then die "$1=$2 must be between $3 and $4; fix it in .env"; fi
 }
 number GATEWAY_RATE "$rate" 1 100000
-number GATEWAY_BURST "$burst" 0 100000
+number GATEWAY_BURST "$burst" 1 100000  # nginx refuses burst=0
 number GATEWAY_MAX_CONCURRENT "$concurrent" 1 100000
 number GATEWAY_STREAM_TIMEOUT "$stream_timeout" 1 86400
 case $max_body in *[!0-9kKmM]* | '' | [!0-9]*) die "GATEWAY_MAX_BODY=$max_body must be a size like 4m or 512k; fix it in .env" ;; esac
@@ -85,6 +86,11 @@ done
 here=$(cd "$(dirname "$0")" && pwd)
 template=$here/nginx.conf.template
 [ -r "$template" ] || die "cannot read $template (it belongs beside run.sh)"
+[ -r "$here/qvs.js" ] || die "cannot read $here/qvs.js (it belongs beside run.sh)"
+# nginx's njs module: Debian's libnginx-mod-http-js and the nginx.org packages (the Alpine image)
+# both put it here
+njs=${GATEWAY_NJS_MODULE:-/usr/lib/nginx/modules/ngx_http_js_module.so}
+[ -r "$njs" ] || die "nginx's njs module is not at $njs: install it (Debian: apt-get install libnginx-mod-http-js; the nginxinc/nginx-unprivileged *-alpine images ship it, the *-alpine-slim ones do not) or set GATEWAY_NJS_MODULE to its path"
 umask 077
 mkdir -p "$dir"
 chmod 700 "$dir"
@@ -104,7 +110,8 @@ while IFS= read -r line || [ -n "$line" ]; do
   esac
   [ ${#key} -ge 16 ] || die "the key on line $n of $keys_file is ${#key} characters; use 16 or more (\`python3 -m scripts.init_secrets\` makes 43)"
   [ -n "$first" ] || first=$key
-  printf '"Bearer %s" k%s;\n' "$key" "$n" >>"$dir/keys.map"
+  # exact: a regular expression (map strings ignore case); the scheme's case does not matter
+  printf '"~^(?i:bearer) %s$" k%s;\n' "$(printf '%s' "$key" | sed 's/[.+]/\\&/g')" "$n" >>"$dir/keys.map"
 done <"$keys_file"
 [ "$n" -gt 0 ] || die "$keys_file holds no key; put one in it (\`python3 -m scripts.init_secrets\`)"
 printf 'proxy_set_header Authorization "Bearer %s";\n' "$first" >"$dir/upstream-key.conf"
@@ -140,8 +147,8 @@ fi
 
 {
   echo "# rendered by gateway/run.sh from $template at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  QVS_WORKERS=$workers QVS_DIR=$dir QVS_MAX_BODY=$max_body QVS_RATE=$rate QVS_BURST=$burst \
-    QVS_CONCURRENT=$concurrent QVS_RESOLVER=$resolver QVS_LISTEN="$listen$ssl" QVS_TLS=$tls_conf \
+  QVS_NJS_MODULE=$njs QVS_HERE=$here QVS_WORKERS=$workers QVS_DIR=$dir QVS_MAX_BODY=$max_body \
+    QVS_RATE=$rate QVS_BURST=$burst QVS_CONCURRENT=$concurrent QVS_RESOLVER=$resolver QVS_LISTEN="$listen$ssl" QVS_TLS=$tls_conf \
     QVS_UPSTREAM=$upstream QVS_STREAM_TIMEOUT=$stream_timeout QVS_ROUTES=$routes \
     awk '{
       out = ""
