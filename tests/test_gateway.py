@@ -178,6 +178,7 @@ def error_message(r: httpx.Response) -> str:
         ("GATEWAY_UPSTREAM", "vllm", "must be host:port"),
         ("GATEWAY_ROUTES", "/v1/models /tokenize/../x", "is not a plain path"),
         ("GATEWAY_KEYS_FILE", "/nonexistent/keys", "python3 -m scripts.init_secrets"),
+        ("GATEWAY_NJS_MODULE", "/nonexistent/njs.so", "apt-get install libnginx-mod-http-js"),
     ],
 )
 def test_bad_settings_are_refused_with_the_fix(tmp_path, setting, value, says):
