@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import httpx
@@ -57,6 +58,7 @@ class Gateway:
         # private config folder to the health cache beside it (pytest's own are 0700)
         self.base = Path(tempfile.mkdtemp(prefix="qvs-gateway-"))
         self.base.chmod(0o711)
+        weakref.finalize(self, shutil.rmtree, self.base, True)  # also for --render only
         self.env = {
             **os.environ,
             "GATEWAY_KEYS_FILE": str(keys_file),
@@ -101,8 +103,6 @@ class Gateway:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             return self.proc.wait()
-        finally:
-            shutil.rmtree(self.base, ignore_errors=True)
 
     def script(self, *args: str) -> subprocess.CompletedProcess:
         """gateway/run.sh with this gateway's settings (--render, --health)."""
