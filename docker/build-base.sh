@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the local Debian base image for the CPU track (compose.cpu.yaml's BASE_IMAGE):
-#   docker/build-base.sh            -> qwen3-vllm-stack/debian-base:bookworm (skipped if present)
+#   docker/build-base.sh            -> qwen3-vllm-stack/debian-base:bookworm (skipped if present
+#                                      and passing its check)
 #   docker/build-base.sh ops        -> qwen3-vllm-stack/ops:bookworm: nginx and Prometheus from
 #                                      Debian, for the gateway and monitoring services where their
 #                                      upstream images cannot be pulled (tests, air-gapped hosts)
@@ -29,11 +30,13 @@ case $variant in
     packages=python3,python3-venv,curl,ca-certificates,bash,passwd,libnuma1,g++,python3-dev
     check=(python3 -c "import venv, ensurepip, sys; print('python', sys.version.split()[0])") ;;
   ops)
-    # nginx-light: the gateway (http, ssl, map, limit_req/limit_conn, proxy); prometheus: the
-    # monitoring profile's scraper; curl: their healthchecks
+    # nginx-light: the gateway (http, ssl, map, limit_req/limit_conn, proxy); libnginx-mod-http-js:
+    # its njs module (gateway/qvs.js); prometheus: the monitoring profile's scraper; curl: their
+    # healthchecks
     image=${QVS_BASE_IMAGE:-qwen3-vllm-stack/ops:bookworm}
-    packages=nginx-light,prometheus,curl,ca-certificates
-    check=(sh -c 'nginx -v 2>&1 && prometheus --version 2>&1 | head -n1') ;;
+    packages=nginx-light,libnginx-mod-http-js,prometheus,curl,ca-certificates
+    check=(sh -c 'nginx -v 2>&1 && test -r /usr/lib/nginx/modules/ngx_http_js_module.so &&
+                  prometheus --version 2>&1 | head -n1') ;;
   *) echo "build-base.sh: unknown variant '$variant' (stack or ops)" >&2; exit 2 ;;
 esac
 cache=${QVS_CACHE:-$HOME/.cache/qwen3-vllm-stack}/debian-base
@@ -43,8 +46,12 @@ rootfs=$cache/$suite-$key.rootfs.tar    # what `docker import` takes
 
 step="checking for $image"
 if [[ -z ${QVS_BASE_FORCE:-} ]] && docker image inspect "$image" >/dev/null 2>&1; then
-  echo "build-base.sh: $image already exists; nothing to do ($((SECONDS - t0))s)"
-  exit 0
+  # an image made from an older package list lacks something: its own check says so
+  if docker run --rm --network none "$image" "${check[@]}" >/dev/null 2>&1; then
+    echo "build-base.sh: $image already exists; nothing to do ($((SECONDS - t0))s)"
+    exit 0
+  fi
+  echo "build-base.sh: $image exists but fails its check (${check[*]}); building it again"
 fi
 
 if [[ -z ${QVS_BASE_FROM:-} && ! -s $rootfs ]] && { [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; }; then

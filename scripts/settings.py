@@ -260,13 +260,14 @@ SETTINGS: tuple[Setting, ...] = (
     S("TLS_DIR", "./secrets/tls", "tls.crt + tls.key in this folder: the gateway serves HTTPS "
       "only", ACCESS, scope=COMPOSE),
     S("GATEWAY_ROUTES", "/v1/models /v1/completions /v1/chat/completions", "the routes "
-      "forwarded to vLLM (exact paths; everything else answers 404)", ACCESS, scope=GATEWAY),
+      "forwarded to vLLM (exact paths; everything else answers 404); /v1/models takes GET, every "
+      "other route POST with a JSON object body (another method: 405)", ACCESS, scope=GATEWAY),
     S("GATEWAY_MAX_BODY", "4m", "largest request body (413 above it)", ACCESS, _size,
       scope=GATEWAY),
     S("GATEWAY_RATE", "20", "per key: requests per second (429 + Retry-After above it and the "
       "burst)", ACCESS, _int_range(1, 100000), scope=GATEWAY),
     S("GATEWAY_BURST", "40", "per key: requests above the rate let through at once", ACCESS,
-      _int_range(0, 100000), scope=GATEWAY),
+      _int_range(1, 100000), scope=GATEWAY),
     S("GATEWAY_MAX_CONCURRENT", "32", "per key: requests at once (429 above it)", ACCESS,
       _int_range(1, 100000), scope=GATEWAY),
     S("SHUTDOWN_TIMEOUT", "30", "seconds vLLM lets in-flight requests finish on `docker "

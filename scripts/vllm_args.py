@@ -8,6 +8,7 @@ Imports nothing but the standard library (doctor runs it on the host's plain pyt
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -175,15 +176,28 @@ def build_args(s: Settings, model: Path | None = None) -> list[str]:
     if s.load_format != "auto":
         args += ["--load-format", s.load_format]
     args += list(PROFILE_FLAGS[s.profile]) if s.device == "cuda" else []
+    args += hide_version()
     args += list(s.extra_args)
     return args
+
+
+def hide_version() -> list[str]:
+    """vLLM 0.26 and later write their version into every answer's `system_fingerprint`
+    ("vllm-0.32.0-..."); `--fingerprint-mode none` leaves it out. vLLM 0.19 sends no fingerprint
+    and has no such flag. Decided by the installed vLLM (without importing it)."""
+    spec = importlib.util.find_spec("vllm")
+    places = list(spec.submodule_search_locations or []) if spec else []
+    module = Path("entrypoints", "serve", "utils", "fingerprint.py")
+    if any((Path(p) / module).is_file() for p in places):
+        return ["--fingerprint-mode", "none"]
+    return []
 
 
 # Flags of the server alone (value count): offline inference drops them from build_args.
 SERVER_ONLY = {
     "--host": 1, "--port": 1, "--disable-fastapi-docs": 0, "--shutdown-timeout": 1,
     "--data-parallel-size": 1, "--reasoning-parser": 1, "--enable-auto-tool-choice": 0,
-    "--tool-call-parser": 1, "--middleware": 1,
+    "--tool-call-parser": 1, "--middleware": 1, "--fingerprint-mode": 1,
 }  # fmt: skip
 
 

@@ -30,6 +30,7 @@ import pytest
 
 from scripts import engine_limits
 from tests.conftest import SMOKE_CHECKS, free_port, smoke_verdict
+from tests.fixtures.openapi_requests import MALFORMED, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ["-f", "compose.yaml", "-f", "compose.cpu.yaml"]
@@ -588,6 +589,49 @@ def test_gateway_guards_every_route_vllm_registers(stack):
         )
         assert chat.status_code == 200 and "120" in chat.json()["choices"][0]["message"]["content"]
     print(f"\n{len(routes)} routes through the compose gateway: {counts}")
+
+
+FUZZ_REQUESTS = 1000
+
+
+def test_gateway_takes_generated_and_malformed_requests_without_a_5xx(stack):
+    """Issue #18's probe as a test: 1,000 request bodies generated from vLLM's own request models
+    (its OpenAPI document, read inside the container), malformed request lines and every method
+    on each route, through the published gateway. No answer is >= 500, every error is an
+    OpenAI-style JSON body, a normal request right after succeeds, and vLLM never restarted."""
+    stack.wait_healthy("vllm", HEALTHY_TIMEOUT, time.monotonic())
+    restarts = stack.container("vllm")["RestartCount"]
+    tracebacks = stack.logs("vllm").count("Traceback")
+    r = stack.compose(
+        "exec", "-T", "vllm", "curl", "-fsS", "http://127.0.0.1:8000/openapi.json", check=True
+    )
+    doc = json.loads(r.stdout)
+    base = f"http://127.0.0.1:{stack.port}"
+    t0 = time.monotonic()
+    result = sweep(base, stack.key, doc, "Qwen3-8B", FUZZ_REQUESTS, seed=18)
+    secs = time.monotonic() - t0
+    after = httpx.post(
+        base + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {stack.key}"},
+        json={"model": "Qwen3-8B", "messages": [{"role": "user", "content": THINK}]},
+        timeout=120,
+    )
+    statuses = result["statuses"]
+    generated = sum(v for k, v in statuses.items() if isinstance(k, int))
+    new_tracebacks = stack.logs("vllm").count("Traceback") - tracebacks
+    print(
+        f"\nprobe: {generated} generated bodies + {len(MALFORMED)} malformed requests + "
+        f"{sum(v for k, v in statuses.items() if str(k).startswith('method'))} method requests "
+        f"in {secs:.1f}s; by status: "
+        + ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items(), key=str))
+        + f"; 429 retried: {result['retried_429']}; new tracebacks in vLLM's log: "
+        f"{new_tracebacks}"
+    )
+    assert generated == FUZZ_REQUESTS
+    assert not result["problems"], "\n".join(result["problems"][:30])
+    assert after.status_code == 200 and "120" in after.json()["choices"][0]["message"]["content"]
+    state = stack.container("vllm")
+    assert state["RestartCount"] == restarts and state["State"]["Status"] == "running"
 
 
 def test_monitoring_profile_scrapes_vllm(stack):

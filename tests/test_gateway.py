@@ -19,8 +19,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import httpx
@@ -29,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import free_port
+from tests.fixtures.openapi_requests import MALFORMED, METHODS, error_problem, raw
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "Qwen3-8B"
@@ -51,12 +54,17 @@ class Gateway:
         self.url = f"http://127.0.0.1:{self.port}"
         keys_file = work / "keys"
         keys_file.write_text("# test keys\n" + "\n".join(keys) + "\n")
+        # run as root, nginx's workers are nobody: they must get through the folders above the
+        # private config folder to the health cache beside it (pytest's own are 0700)
+        self.base = Path(tempfile.mkdtemp(prefix="qvs-gateway-"))
+        self.base.chmod(0o711)
+        weakref.finalize(self, shutil.rmtree, self.base, True)  # also for --render only
         self.env = {
             **os.environ,
             "GATEWAY_KEYS_FILE": str(keys_file),
             "GATEWAY_UPSTREAM": upstream,
             "GATEWAY_LISTEN": f"127.0.0.1:{self.port}",
-            "GATEWAY_CONF_DIR": str(work / "conf"),
+            "GATEWAY_CONF_DIR": str(self.base / "conf"),
             "GATEWAY_TLS_DIR": str(work / "no-tls"),
             "GATEWAY_WORKERS": "2",
             **settings,
@@ -108,6 +116,9 @@ class Gateway:
 
     def auth(self, i: int = 0) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[i]}"}
+
+    def auth_line(self, i: int = 0) -> str:
+        return f"Authorization: Bearer {self.keys[i]}\r\n"
 
 
 def nginx_or_skip() -> None:
@@ -162,10 +173,12 @@ def error_message(r: httpx.Response) -> str:
     "setting, value, says",
     [
         ("GATEWAY_RATE", "fast", "GATEWAY_RATE=fast must be a whole number"),
+        ("GATEWAY_BURST", "0", "GATEWAY_BURST=0 must be between 1 and 100000"),
         ("GATEWAY_MAX_BODY", "4 GB", "GATEWAY_MAX_BODY=4 GB must be a size like 4m"),
         ("GATEWAY_UPSTREAM", "vllm", "must be host:port"),
         ("GATEWAY_ROUTES", "/v1/models /tokenize/../x", "is not a plain path"),
         ("GATEWAY_KEYS_FILE", "/nonexistent/keys", "python3 -m scripts.init_secrets"),
+        ("GATEWAY_NJS_MODULE", "/nonexistent/njs.so", "apt-get install libnginx-mod-http-js"),
     ],
 )
 def test_bad_settings_are_refused_with_the_fix(tmp_path, setting, value, says):
@@ -197,8 +210,10 @@ def test_rendered_config_keeps_keys_private(tmp_path):
     r = gw.script("--render")
     assert r.returncode == 0, r.stderr
     conf = Path(r.stdout.strip())
-    assert key in conf.read_text()
-    assert (conf.stat().st_mode & 0o077) == 0 and (conf.parent.stat().st_mode & 0o077) == 0
+    files = sorted(p for p in conf.parent.iterdir() if p.is_file())
+    assert any(key in p.read_text() for p in files), [p.name for p in files]
+    assert all((p.stat().st_mode & 0o077) == 0 for p in files), [p.name for p in files]
+    assert (conf.parent.stat().st_mode & 0o077) == 0
     assert key not in r.stderr + r.stdout
 
 
@@ -253,7 +268,8 @@ def test_every_vllm_route_needs_the_key_and_only_the_allowlist_is_forwarded(gate
             allowed = (method, path) in ALLOWED or path == "/health"
             for label, headers in (
                 ("no key", {}),
-                ("wrong key", {"Authorization": "Bearer x" * 8}),
+                # well-formed, the right length, not one of the keys
+                ("wrong key", {"Authorization": f"Bearer {secrets.token_urlsafe(32)}"}),
             ):
                 r = c.request(method, path, headers=headers, json={} if method == "POST" else None)
                 if path == "/health":
@@ -729,3 +745,232 @@ def test_upstream_down_is_a_clean_503(tmp_path):
     finally:
         gw.stop()
     assert '"GET /v1/models" 503' in gw.log.read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# issue #18: what an attacker's probe found. Each test fails on the gateway before the fix.
+
+
+def test_unparseable_requests_and_other_methods_get_json_4xx(gateway):
+    """Request lines nginx cannot parse, HTTP/2 and /3 request lines, bad bodies and every method
+    on every route: a 4xx with an OpenAI-style JSON error, never nginx's HTML or a 5xx."""
+    statuses: collections.Counter = collections.Counter()
+    problems = []
+    for data in MALFORMED:
+        status, body = raw("127.0.0.1", gateway.port, data)
+        statuses[status] += 1
+        if status == "closed" or (why := error_problem(status, body)):
+            problems.append(f"{data[:60]!r}: {why or status}")
+    for route in ("/v1/models", "/v1/completions", "/v1/chat/completions", "/health", "/x"):
+        for method in METHODS:
+            req = f"{method} {route} HTTP/1.1\r\nHost: x\r\n{gateway.auth_line()}Connection: close"
+            status, body = raw("127.0.0.1", gateway.port, (req + "\r\n\r\n").encode())
+            statuses[f"{method} {status}"] += 1
+            why = None if method == "HEAD" else error_problem(status, body)
+            if status == "closed" or why:
+                problems.append(f"{method} {route}: {why or status}")
+    print(f"\nmalformed requests and methods: {dict(sorted(statuses.items()))}")
+    assert not problems, "\n".join(problems)
+
+
+def test_key_must_match_exactly(gateway):
+    """The key is compared case-sensitively (nginx map strings ignore case); the scheme's case
+    does not matter (RFC 9110)."""
+    key = gateway.keys[0]
+    i = next(i for i, ch in enumerate(key) if ch.isalpha())
+    near = {
+        "case swapped": key.swapcase(),
+        "one letter's case": key[:i] + key[i].swapcase() + key[i + 1 :],
+        "one more character": key + "a",
+        "one less": key[:-1],
+        "in quotes": f'"{key}"',
+    }
+    with httpx.Client(base_url=gateway.url, timeout=60) as c:
+        for label, wrong in near.items():
+            assert wrong != key, label
+            r = c.get("/v1/models", headers={"Authorization": f"Bearer {wrong}"})
+            assert r.status_code == 401, (label, r.status_code)
+            assert r.headers["www-authenticate"].startswith("Bearer"), label
+        for scheme in ("Bearer", "bearer", "BEARER"):
+            r = c.get("/v1/models", headers={"Authorization": f"{scheme} {key}"})
+            assert r.status_code == 200, (scheme, r.status_code, r.text)
+
+
+def traceback_count(vllm_server) -> int:
+    return Path(vllm_server["log"]).read_text(errors="replace").count("Traceback")
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/completions"])
+def test_wrong_typed_structured_outputs_is_a_400_not_a_crash(gateway, vllm_server, route):
+    """vLLM (0.19.1 to 0.32.0 at least) answers 500 with a traceback when structured_outputs is
+    a list, string, number or boolean; the gateway refuses those with a 400 naming the field.
+    An object or null still reaches vLLM."""
+    base = _chat() if route == "/v1/chat/completions" else _completion()
+    before = traceback_count(vllm_server)
+    with httpx.Client(base_url=gateway.url, headers=gateway.auth(), timeout=120) as c:
+        for value in ([], [1], "x", "", 0, 1.5, True, False):
+            r = c.post(route, json={**base, "max_tokens": 4, "structured_outputs": value})
+            assert r.status_code == 400, (value, r.status_code, r.text)
+            assert r.json()["error"]["param"] == "structured_outputs", r.text
+            assert "must be an object" in error_message(r)
+        r = c.post(route, json={**base, "max_tokens": 4, "structured_outputs": None})
+        assert r.status_code == 200, r.text
+        r = c.post(route, json={**base, "max_tokens": 4, "structured_outputs": {}})
+        assert r.status_code == 400 and "none are specified" in error_message(r), r.text  # vLLM's
+        for body, says in (
+            (b"[1, 2]", "must be a JSON object"),
+            (b'"x"', "must be a JSON object"),
+            (b"{", "not valid JSON"),
+            (b"", "empty"),
+            (b"[" * 40 + b"]" * 40, "not valid JSON"),  # deeper than njs parses
+        ):
+            r = c.post(route, content=body, headers={"Content-Type": "application/json"})
+            assert r.status_code == 400 and says in error_message(r), (body[:20], r.text)
+    assert traceback_count(vllm_server) == before, "vLLM logged a traceback"
+
+
+def test_health_takes_get_or_head_without_a_body(gateway):
+    """/health needs no key, so it takes nothing: another method is a 405 with Allow, a body is a
+    400 answered at once (not read, not forwarded), and a client trickling a body is cut off."""
+    with httpx.Client(base_url=gateway.url, timeout=60) as c:
+        for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
+            r = c.request(method, "/health", content=b"x")
+            assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD", (method, r.text)
+            assert error_message(r), r.text
+        big = b"x" * 3_900_000
+        r = c.request("GET", "/health", content=big)
+        assert r.status_code == 400 and "no request body" in error_message(r), r.text
+        assert c.head("/health").status_code == 200
+        assert c.get("/health").status_code == 200
+    # headers announce 1000 bytes; one byte comes, then one every 0.2 s
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as s:
+        t0 = time.monotonic()
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nx")
+        answer = s.recv(4096)  # before the body is complete (the old gateway waited for it)
+        answered = time.monotonic() - t0
+        sent, closed = 1, None
+        while sent < 1000:
+            try:
+                s.sendall(b"x")
+                sent += 1
+                s.settimeout(0.2)
+                if s.recv(4096) == b"":
+                    closed = time.monotonic() - t0
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = time.monotonic() - t0
+                break
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert closed is not None and sent < 1000, f"still open after {sent} of 1000 bytes"
+    print(
+        f"\n/health with a trickled body: 400 after {answered * 1000:.0f} ms, connection closed "
+        f"after {closed:.1f}s and {sent} of 1000 bytes"
+    )
+    log = gateway.log.read_text(errors="replace")
+    assert '"GET /health" 400' in log and "upstream=-" in log
+
+
+def test_health_is_not_a_quota_one_client_can_use_up(gateway):
+    """Every client behind Docker's proxy has one address: a per-address limit let one client
+    make a load balancer's probe fail. /health is answered from a one-second cache instead:
+    however many ask, all get 200 and vLLM sees about one request a second."""
+    before = gateway.log.read_text(errors="replace").count('"GET /health"')
+    statuses: collections.Counter = collections.Counter()
+
+    def probe():
+        with httpx.Client(base_url=gateway.url, timeout=60) as c:
+            for _ in range(25):
+                statuses[c.get("/health").status_code] += 1
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=probe) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    secs = time.monotonic() - t0
+    time.sleep(0.5)  # the access log lines of the last answers
+    log = gateway.log.read_text(errors="replace")
+    lines = [ln for ln in log.splitlines() if '"GET /health"' in ln][before:]
+    upstream = sum(1 for ln in lines if "upstream=200" in ln)
+    print(
+        f"\n/health: {sum(statuses.values())} requests from 16 clients in {secs:.1f}s: "
+        f"{dict(statuses)}; {upstream} reached vLLM"
+    )
+    assert statuses == {200: 400}, statuses
+    assert len(lines) == 400 and upstream < 400 // 4, (len(lines), upstream)
+
+
+def test_request_ids_are_the_gateways(gateway):
+    """A client's X-Request-Id (or request_id in the body) never reaches vLLM: the gateway sends
+    its own, unique one, returns it in X-Request-Id, and vLLM's answer id carries it."""
+    ids = []
+    with httpx.Client(base_url=gateway.url, headers=gateway.auth(), timeout=120) as c:
+        for _ in range(2):
+            r = c.post(
+                "/v1/chat/completions",
+                headers={"X-Request-Id": "chosen-by-client"},
+                json=_chat(max_tokens=4, request_id="chosen-by-client"),
+            )
+            assert r.status_code == 200, r.text
+            rid = r.headers["x-request-id"]
+            assert re.fullmatch(r"[0-9a-f]{32}", rid), rid
+            assert r.json()["id"] == f"chatcmpl-{rid}", (r.json()["id"], rid)
+            ids.append(rid)
+        assert re.fullmatch(r"[0-9a-f]{32}", c.get("/v1/models").headers["x-request-id"])
+    assert ids[0] != ids[1]
+
+
+def test_answers_disclose_no_version_and_no_server_folder(gateway, vllm_server):
+    """system_fingerprint carries no vLLM version (scripts/serve passes --fingerprint-mode none
+    where vLLM has it), streamed or not; /v1/models shows each model's id as its root, not the
+    folder it was loaded from."""
+    import vllm
+
+    with httpx.Client(base_url=gateway.url, headers=gateway.auth(), timeout=120) as c:
+        models = c.get("/v1/models")
+        assert models.status_code == 200, models.text
+        for m in models.json()["data"]:
+            assert m["root"] == m["id"] == MODEL, m
+        assert "/models" not in models.text and "/tmp" not in models.text, models.text
+        texts = [c.post("/v1/chat/completions", json=_chat(max_tokens=4)).text]
+        texts.append(c.post("/v1/completions", json=_completion(max_tokens=4)).text)
+        with c.stream("POST", "/v1/chat/completions", json=_chat(max_tokens=8, stream=True)) as r:
+            texts += [ln for ln in r.iter_lines() if ln.startswith("data: {")]
+    for text in texts:
+        assert vllm.__version__ not in text, text[:300]
+        assert json.loads(text.removeprefix("data: ")).get("system_fingerprint") is None, text
+
+
+def test_query_strings_reach_no_log(vllm_server, tmp_path):
+    """A key in a query string (a client's mistake) is refused at once: it reaches neither
+    vLLM nor a log line, also when the per-key limit is being hit (nginx writes the request
+    line of a limited request to its error log)."""
+    nginx_or_skip()
+    key = vllm_server["key"].strip()
+    gw = Gateway(
+        tmp_path, vllm_server["base_url"].removeprefix("http://"), [key], GATEWAY_RATE="1",
+        GATEWAY_BURST="1",
+    ).start()  # fmt: skip
+    marker = "sk-" + secrets.token_hex(16)
+    statuses: collections.Counter = collections.Counter()
+    vllm_log = Path(vllm_server["log"])
+    vllm_before = len(vllm_log.read_bytes())
+    try:
+        with httpx.Client(base_url=gw.url, headers=gw.auth(), timeout=60) as c:
+            for i in range(12):
+                q = f"?api_key={marker}" if i % 2 else f"?key={marker}&x=1"
+                r = c.get("/v1/models" + q)
+                statuses[r.status_code] += 1
+                assert r.status_code == 400 and "query strings" in error_message(r), r.text
+                statuses[c.get("/v1/models").status_code] += 1  # the limit, hit
+    finally:
+        gw.stop()
+    log = gw.log.read_text()
+    print(f"\nquery strings with a limit being hit: {dict(statuses)}")
+    assert statuses[429] > 0, statuses
+    assert "limiting requests" in log  # the error log writes a request line here
+    assert marker not in log
+    assert marker not in vllm_log.read_bytes()[vllm_before:].decode(errors="replace")
