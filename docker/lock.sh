@@ -76,6 +76,8 @@ compile() {
   rm -f "$out.body"
 }
 
+pins_of() { grep -oE '^[A-Za-z0-9][A-Za-z0-9._-]*==[^ ;\\]+' "$1" || true; }
+
 mkdir -p requirements/locks
 failed=()
 for track in "${tracks[@]}"; do
@@ -84,7 +86,9 @@ for track in "${tracks[@]}"; do
     || { echo "lock.sh: requirements/track-$track.txt is missing" >&2; exit 2; }
   step="resolving $track (uv pip compile)"
   work=$scratch/$track.txt
-  if [[ -f $lock ]]; then sed '/^# [a-z-]*:/d; 1d' "$lock" >"$work.body"; fi  # the preferences
+  # uv prefers the versions already in the output file; only the pins go there, so the hashes
+  # always come from the index (uv would keep the old file's hashes, even a hand-edited one)
+  if [[ -f $lock ]]; then pins_of "$lock" >"$work.body"; fi
   compile "$track" "$work"
   pins=$(grep -c '^[A-Za-z0-9]' "$work")
   if [[ $mode == write ]]; then
@@ -100,8 +104,15 @@ for track in "${tracks[@]}"; do
   elif ! cmp -s "$work" "$lock"; then
     echo "lock.sh: $lock does not match its inputs (requirements/track-$track.txt and what it" \
       "includes); what its inputs give now, against the committed lock:" >&2
-    changes=$(diff -u "$lock" "$work" | grep -E '^[-+][^-+ ]' | head -n 20 || true)
-    echo "${changes:-  (only hashes differ: files were added to or removed from a pinned release)}" >&2
+    changes=$(diff <(pins_of "$lock") <(pins_of "$work") | sed -n 's/^< /  -/p; s/^> /  +/p' || true)
+    if [[ -n $changes ]]; then
+      echo "$changes" | head -n 40 >&2
+      n=$(wc -l <<<"$changes")
+      ((n <= 40)) || echo "  ... and $((n - 40)) more lines" >&2
+    else
+      echo "  (only the hashes differ: a hash was edited, or files were added to or removed" \
+        "from a pinned release on the index)" >&2
+    fi
     echo "lock.sh: fix: bash docker/lock.sh $track, then commit $lock" >&2
     failed+=("$track")
   else
