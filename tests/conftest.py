@@ -51,6 +51,23 @@ def smoke_verdict(output: str) -> re.Match:
     return found[0]
 
 
+LOG_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+(Z|[+-]\d\d:\d\d) ")
+
+
+def assert_smoke_passed(output: str, url: str | None = "http://gateway:8080") -> re.Match:
+    """A smoke log (timestamps allowed, as `compose logs --timestamps` writes them): no failure,
+    nothing skipped, every check in SMOKE_CHECKS ran (against `url`, unless None), and the
+    verdict counts every `ok` line. Returns the verdict."""
+    output = "\n".join(LOG_TIMESTAMP.sub("", ln) for ln in output.splitlines())
+    verdict = smoke_verdict(output)
+    assert verdict["failed"] == "0" and verdict["skipped"] is None, output[-3000:]
+    assert url is None or verdict["url"] == url, verdict["url"]
+    ok = {ln.strip()[5:] for ln in output.splitlines() if ln.startswith("ok   ")}
+    assert set(SMOKE_CHECKS) <= ok, sorted(set(SMOKE_CHECKS) - ok)
+    assert int(verdict["passed"]) == len(ok), verdict[0]
+    return verdict
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from scripts import engine_limits
-from tests.conftest import SMOKE_CHECKS, free_port, smoke_verdict
+from tests.conftest import assert_smoke_passed, free_port
 from tests.fixtures.openapi_requests import MALFORMED, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,10 +100,12 @@ class Stack:
     def __init__(self, project: str, env: dict[str, str]):
         self.project = project
         self.env = env
+        self.extra_files: list[str] = []  # more -f files (the router override)
 
     def compose(self, *args, timeout=120, check=False, quiet=False, **extra_env):
         env = {**self.env, **extra_env}
-        return sh(["docker", "compose", "-p", self.project, *FILES, *args],
+        files = [*FILES, *(a for f in self.extra_files for a in ("-f", f))]
+        return sh(["docker", "compose", "-p", self.project, *files, *args],
                   timeout=timeout, check=check, env=env, quiet=quiet)  # fmt: skip
 
     def container(self, service: str) -> dict | None:
@@ -391,15 +393,9 @@ def started_after_finished(stack: Stack, first: str, then: str) -> None:
 
 
 def check_smoke_passed(stack: Stack) -> None:
-    """No failure, nothing skipped, and the checks that matter (the tool call among them) ran
-    through the gateway with curl and with the SDK."""
-    smoke = stack.logs("smoke")
-    verdict = smoke_verdict(smoke)
-    assert verdict["failed"] == "0" and verdict["skipped"] is None, smoke[-3000:]
-    assert verdict["url"] == "http://gateway:8080"
-    ok = {ln.strip()[5:] for ln in smoke.splitlines() if ln.startswith("ok   ")}
-    assert set(SMOKE_CHECKS) <= ok, sorted(set(SMOKE_CHECKS) - ok)
-    print(f"smoke in the stack: {verdict[0]}")
+    """The checks that matter (the tool call among them) ran through the gateway with curl and
+    with the SDK, none failed, none skipped."""
+    assert_smoke_passed(stack.logs("smoke"))
 
 
 def test_up_runs_download_vllm_smoke(stack):
@@ -908,14 +904,14 @@ def test_router_profile_two_replicas(stack, tmp_path):
     the router's own health checks."""
     stack.compose("down", "-t", "30", timeout=300, check=True)
     out = tmp_path / "compose.router.yaml"
-    files = [*FILES[1::2], *stack.host_files[1::2]]
+    files = FILES[1::2]
     env = {**stack.env, "GPU_COUNT": "2"}
     r = sh([sys.executable, "-m", "scripts.replicas", *(a for f in files for a in ("-f", f)),
             "--out", str(out)], env=env, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr
     print(f"\n{r.stdout.strip()}")
-    saved_env, saved_files = stack.env, stack.host_files
-    stack.env, stack.host_files = env, [*stack.host_files, "-f", str(out)]
+    saved_env = stack.env
+    stack.env, stack.extra_files = env, [str(out)]
     try:
         t0 = time.monotonic()
         r = stack.compose("up", "-d", "--no-color", timeout=2 * HEALTHY_TIMEOUT)
@@ -973,4 +969,4 @@ def test_router_profile_two_replicas(stack, tmp_path):
         stack.times["router: SIGKILL -> replica back"] = back
     finally:
         stack.compose("down", "-t", "30", timeout=300, quiet=True)
-        stack.env, stack.host_files = saved_env, saved_files
+        stack.env, stack.extra_files = saved_env, []
