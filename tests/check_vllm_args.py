@@ -55,16 +55,17 @@ def cli_parser():
 
 def standin_models() -> Path:
     """A models volume with each profile's checkpoint under its repo name: the default MODEL_ID's
-    bf16, FP8 and AWQ stand-ins, where settings.load() finds them by itself."""
+    bf16, FP8 and AWQ stand-ins (their configs: tests/fixtures/standins.build_shape), where
+    settings.load() finds them by itself."""
     from scripts.vllm_args import PROFILES, checkpoint_id
-    from tests.fixtures.standins import SHAPE_OF_FORMAT, ensure
+    from tests.fixtures.standins import build_shape
 
     root = Path(tempfile.mkdtemp(prefix="qvs-models-"))
-    for name, profile in PROFILES.items():
+    for name in PROFILES:
         repo = root / checkpoint_id("Qwen/Qwen3-8B", name)
         if not repo.exists():
-            repo.parent.mkdir(parents=True, exist_ok=True)
-            repo.symlink_to(ensure(SHAPE_OF_FORMAT[profile.weights]))
+            repo.mkdir(parents=True)
+            build_shape(repo, name, tokenizer=False)
     return root
 
 
