@@ -73,7 +73,7 @@ def version(module: str) -> str:
 
 def card() -> dict | None:
     """The GPUs as nvidia-smi names them (None without nvidia-smi: a CPU run)."""
-    from scripts.preflight import query_gpus
+    from scripts.checks.gpus import query_gpus
 
     gpus, _ = query_gpus()
     if not gpus:
@@ -132,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
-    from scripts.settings import read_keys
+    from scripts.stack.settings import read_keys
 
     if a.tokenizer is None:
-        from scripts.settings import load
+        from scripts.stack.settings import load
 
         a.tokenizer = str(load().model_path)
     key_file = os.environ.get("API_KEY_FILE")

@@ -61,7 +61,8 @@ number GATEWAY_RATE "$rate" 1 100000
 number GATEWAY_BURST "$burst" 1 100000  # nginx refuses burst=0
 number GATEWAY_MAX_CONCURRENT "$concurrent" 1 100000
 number GATEWAY_STREAM_TIMEOUT "$stream_timeout" 1 86400
-case $max_body in *[!0-9kKmM]* | '' | [!0-9]*) die "GATEWAY_MAX_BODY=$max_body must be a size like 4m or 512k; fix it in .env" ;; esac
+# digits and one optional k or m, as scripts/stack/settings.py's _size (no g: bodies are held in memory)
+case ${max_body%[kKmM]} in *[!0-9]* | '') die "GATEWAY_MAX_BODY=$max_body must be a size like 4m or 512k; fix it in .env" ;; esac
 case $workers in auto) ;; *) number GATEWAY_WORKERS "$workers" 1 256 ;; esac
 case $upstream in
   *[!A-Za-z0-9.:_-]* | '' | *:) die "GATEWAY_UPSTREAM=$upstream must be host:port, e.g. vllm:8000" ;;

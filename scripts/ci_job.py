@@ -2,7 +2,8 @@
 
     python3 -m scripts.ci_job [--timeout 3600] [--logs-dir DIR] [--no-build]
 
-Run from the repo root with the host's python3 (stdlib only) and Docker Compose. It builds the
+Run from the repo root with the host's python3 (stdlib only) and Docker Compose (the plugin;
+reads the project through scripts/stack/compose.py). It builds the
 image, brings the stack up (`up -d`, which waits for download, vllm and the gateway), waits for
 the smoke suite (`docker compose wait smoke`), prints the state of every service and the logs of
 each one that failed, and tears the stack down with `down`: the `models` and `cache` volumes are
@@ -32,7 +33,10 @@ import sys
 import time
 from pathlib import Path
 
+from scripts.stack.compose import Compose, ComposeError, secret_settings
+
 ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = Compose()  # Compose's own choice of files: COMPOSE_FILE, else compose.yaml
 VERDICT = "smoke"  # the one-shot service whose exit status is the verdict
 TEARDOWN_S = 120  # kept at the end of --timeout for `down` (gateway's grace period: 90 s)
 DEFAULT_TIMEOUT = 3600  # a first GPU run: the image, 16 GB of weights, kernel compilation
@@ -67,6 +71,7 @@ class Job:
         self.log_lines = log_lines
         self.logs_dir = logs_dir
         self.config: dict = {}
+        self.secret_settings: dict[str, str] = {}
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -90,16 +95,13 @@ class Job:
     # --- before anything starts ----------------------------------------------------------------
 
     def load_config(self) -> str | None:
-        """The resolved stack (`docker compose config`); an error message or None."""
+        """The resolved stack (`docker compose config`, and as written, for the secrets'
+        settings); an error message or None."""
         try:
-            r = self.compose("config", "--format", "json", capture=True, limit=60)
-        except FileNotFoundError:
-            return "the docker command is not installed (python3 -m scripts.doctor says how)"
-        except TimedOut:
-            return "`docker compose config` did not answer within 60 s"
-        if r.returncode != 0:
-            return f"`docker compose config` failed: {r.stderr.strip()[-1500:]}"
-        self.config = json.loads(r.stdout)
+            self.config = COMPOSE.config()
+            self.secret_settings = secret_settings(COMPOSE.config(interpolate=False))
+        except ComposeError as e:
+            return str(e)
         if VERDICT not in self.config.get("services", {}):
             return f"the stack has no `{VERDICT}` service (COMPOSE_FILE, COMPOSE_PROFILES?)"
         return None
@@ -109,7 +111,7 @@ class Job:
         with 'bind source path does not exist'), each with its setting and the fix."""
         used = {s["source"] for svc in self.config["services"].values()
                 for s in svc.get("secrets") or []}  # fmt: skip
-        settings = secret_settings(ROOT / "compose.yaml")
+        settings = self.secret_settings
         problems = []
         for name in sorted(used):
             path = Path(self.config.get("secrets", {}).get(name, {}).get("file") or "")
@@ -241,19 +243,6 @@ class Job:
 
 def _as_list(value) -> list:
     return value if isinstance(value, list) else [value]
-
-
-_SECRET = re.compile(r"^  ([\w.-]+):\n    file: \$\{(\w+):-", re.M)
-
-
-def secret_settings(compose_file: Path) -> dict[str, str]:
-    """compose.yaml's top-level secrets and the setting that names each file."""
-    try:
-        text = compose_file.read_text()
-    except OSError:
-        return {}
-    top = text[text.find("\nsecrets:\n") :] if "\nsecrets:\n" in text else ""
-    return dict(_SECRET.findall(top))
 
 
 def runner_labels(value: str) -> list[str]:

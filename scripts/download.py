@@ -30,8 +30,8 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts import manifest
-from scripts.settings import DEFAULT_REVISIONS, Settings, SettingsError, load
+from scripts.stack import manifest
+from scripts.stack.settings import DEFAULT_REVISIONS, Settings, SettingsError, load
 
 
 class DownloadError(RuntimeError):

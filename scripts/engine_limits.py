@@ -25,7 +25,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 
-from scripts.settings import BY_NAME
+from scripts.stack.settings import BY_NAME
 
 OK, WARN = "OK", "WARN"
 NAME = "nofile limit"

@@ -6,9 +6,9 @@
 
 Runs on the host with plain python3 (stdlib only, like doctor): the YAML is written here, not by
 PyYAML. The settings are Compose's own reading of them (`.env` under the environment, asked
-through scripts/doctor/compose.py; the environment alone, with a warning, where Compose is missing)
-and validated by scripts/settings.py; a bad value stops with one line naming the setting and the
-fix (exit 2).
+through scripts/stack/compose.py; the environment alone, with a warning, where Compose is missing)
+and validated by scripts/stack/settings.py; a bad value stops with one line naming the setting
+and the fix (exit 2).
 Kubernetes-only knobs (namespace, image, storage, replicas, Service type) are flags.
 
 What it makes, in the namespace (`--namespace`, created with the `restricted` Pod Security level
@@ -46,13 +46,11 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from scripts import pin_images, preflight, router, vllm_args
-from scripts import settings as registry
-from scripts.doctor import compose
-from scripts.doctor.disk import CACHES_GB
-from scripts.doctor.host import Host
-from scripts.settings import Settings, SettingsError, load
-from scripts.vllm_args import build_args
+from scripts import pin_images, router
+from scripts.stack import compose, model, profiles, settings
+from scripts.stack.model import CACHES_GB
+from scripts.stack.settings import Settings, SettingsError, load
+from scripts.stack.vllm_args import build_args
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "qwen3-vllm-stack"
@@ -65,15 +63,15 @@ UID = 10001  # the image's `vllm` user (Dockerfile), compose's `user: 10001:1000
 GATEWAY_PORT = 8080  # where nginx listens in its pod (compose: GATEWAY_LISTEN)
 SERVICE_PORT = 8000  # the gateway Service's port (compose publishes the gateway on 8000)
 
-# The settings each container reads, by scope in scripts/settings.py (compose passes the same
+# The settings each container reads, by scope in scripts/stack/settings.py (compose passes the same
 # names; unset ones take the registry's defaults inside the containers)
 CONTAINER_ENV = tuple(
-    x.name for x in registry.SETTINGS if x.scope == registry.CONTAINER and x.public
+    x.name for x in settings.SETTINGS if x.scope == settings.CONTAINER and x.public
 )
 DOWNLOAD_ENV = tuple(
-    x.name for x in registry.SETTINGS if x.scope == registry.HUB and x.name != "HF_TOKEN"
+    x.name for x in settings.SETTINGS if x.scope == settings.HUB and x.name != "HF_TOKEN"
 )
-GATEWAY_ENV = tuple(x.name for x in registry.SETTINGS if x.scope == registry.GATEWAY)
+GATEWAY_ENV = tuple(x.name for x in settings.SETTINGS if x.scope == settings.GATEWAY)
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # serve never calls a hub
 
 # Probes. A cold start (first compile) took 324 s on an H100, a warm one 96 s; a slower GPU or
@@ -182,7 +180,7 @@ def picked(merged: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
 
 def settings_env(merged: Mapping[str, str]) -> dict[str, str]:
     """The settings both containers get, as set in .env or the environment; unset ones take
-    scripts/settings.py's defaults inside the container, as they do under compose."""
+    scripts/stack/settings.py's defaults inside the container, as they do under compose."""
     return {**picked(merged, CONTAINER_ENV), "MODELS_DIR": "/models"}
 
 
@@ -236,13 +234,13 @@ def http_probe(port: str, failures: int, timeout: int = 5) -> dict:
 
 
 def models_size(s: Settings) -> str:
-    shape = preflight.model_shape(s)  # the checkpoint SERVE_PROFILE downloads
+    shape = model.model_shape(s)  # the checkpoint SERVE_PROFILE downloads
     if shape is None:
         raise ManifestError(
             f"MODEL_ID={s.model_id}: its size is not known here; fix: pass --models-size "
             "(e.g. --models-size 40Gi, the weights plus a quarter)"
         )
-    weights = shape.weight_bytes(vllm_args.PROFILES[s.profile].weights)
+    weights = shape.weight_bytes(profiles.PROFILES[s.profile].weights)
     return f"{math.ceil(weights * MODELS_HEADROOM / 2**30)}Gi"
 
 
@@ -262,7 +260,7 @@ def vllm_objects(s: Settings, merged: Mapping[str, str], o: argparse.Namespace) 
         download_env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}})
     memory = mem_quantity(
         "SERVE_MEMORY_LIMIT",
-        merged.get("SERVE_MEMORY_LIMIT") or registry.BY_NAME["SERVE_MEMORY_LIMIT"].default,
+        merged.get("SERVE_MEMORY_LIMIT") or settings.BY_NAME["SERVE_MEMORY_LIMIT"].default,
     )
     gpus = {"nvidia.com/gpu": str(s.gpu_count)}
     scratch = [
@@ -384,7 +382,7 @@ def vllm_objects(s: Settings, merged: Mapping[str, str], o: argparse.Namespace) 
 def gateway_objects(s: Settings, merged: Mapping[str, str], o: argparse.Namespace) -> list[dict]:
     ns = o.namespace
     script = (ROOT / "gateway" / "run.sh").read_text()
-    image = merged.get("GATEWAY_IMAGE") or registry.BY_NAME["GATEWAY_IMAGE"].default
+    image = merged.get("GATEWAY_IMAGE") or settings.BY_NAME["GATEWAY_IMAGE"].default
     if pin_images.parse_image(image) is None:
         raise ManifestError(f"GATEWAY_IMAGE={image!r} is not an image reference; fix it in .env")
     configmap = {
@@ -506,7 +504,7 @@ def variables(env: Mapping[str, str], env_file: Path) -> dict[str, str]:
     """The settings as Compose reads them (.env under the environment); the environment alone,
     with a warning, where Compose is missing. Raises ManifestError when Compose cannot read
     .env."""
-    p = compose.ask(Host(), env, env_file, services=False)
+    p = compose.ask(compose.Compose(env_file=env_file, environ=env), services=False)
     if p.missing:
         print(f"k8s: warning: Compose did not run ({p.missing}); settings {p.source}",
               file=sys.stderr)  # fmt: skip

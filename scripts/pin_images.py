@@ -14,7 +14,7 @@ Where it looks (the GPU files; compose.cpu.yaml builds its images locally):
   Dockerfile     `ARG ..._IMAGE=X`, `FROM X` (not `FROM ${VAR}` nor an earlier stage) and
                  `COPY --from=X`
   .env.example   `..._IMAGE=X` and the commented alternatives `# ..._IMAGE=X`
-  scripts/settings.py   quoted references on lines ending `pinned image` (the settings
+  scripts/stack/settings.py   quoted references on lines ending `pinned image` (the settings
                  registry's TRACK_IMAGES, GATEWAY_IMAGE; .env.example is generated from it)
 Images built here (names starting `qwen3-vllm-stack`) are skipped. Other files may be named as
 arguments (paths relative to --root); their kind comes from the name (compose*.y[a]ml,
@@ -58,7 +58,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_FILES = ("compose.yaml", "Dockerfile", ".env.example", "scripts/settings.py")
+DEFAULT_FILES = ("compose.yaml", "Dockerfile", ".env.example", "scripts/stack/settings.py")
 LOCAL_PREFIX = "qwen3-vllm-stack"
 
 DOCKER_HUB = "docker.io"
@@ -74,7 +74,7 @@ MANIFEST_TYPES = (
 USER_AGENT = "qwen3-vllm-stack-pin-images/1"
 
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
-# a quoted image reference on a line marked `pinned image` (scripts/settings.py's registry)
+# a quoted image reference on a line marked `pinned image` (scripts/stack/settings.py's registry)
 PYTHON_IMAGE = re.compile(r'"(?P<ref>[a-z0-9][\w./-]*:[\w.-]+(?:@sha256:[0-9a-f]{64})?)"')
 # One image reference as written: stops at whitespace, quotes, `}` and `#`.
 TOKEN = r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*"

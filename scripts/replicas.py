@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
-from scripts import preflight, router
-from scripts.doctor.compose import parse_environment
-from scripts.settings import CONTAINER_NAMES, ROUTER, SETTINGS, SettingsError, load
+from scripts import router
+from scripts.checks.gpus import query_gpus, visible
+from scripts.stack.compose import Compose, ComposeError
+from scripts.stack.settings import CONTAINER_NAMES, ROUTER, SETTINGS, SettingsError, load
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = "compose.router.yaml"
@@ -42,32 +42,15 @@ class ReplicaError(Exception):
     """str(): one line naming the setting and the fix."""
 
 
-def compose(files: Sequence[str], *args: str) -> str:
-    cmd = ["docker", "compose", *(a for f in files for a in ("-f", f)), *args]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if r.returncode:
-        raise ReplicaError(f"`{' '.join(cmd)}` failed: {(r.stderr or r.stdout).strip()[:300]}")
-    return r.stdout
-
-
-def environment(files: Sequence[str]) -> dict[str, str]:
-    """The variables Compose interpolates with (.env under the process environment)."""
-    return parse_environment(compose(files, "config", "--environment"))
-
-
-def gpu_groups(replicas: int, tp: int) -> list[list[str]]:
-    return [[str(i * tp + j) for j in range(tp)] for i in range(replicas)]
-
-
 def check_gpus(need: int, env: Mapping[str, str]) -> None:
     """More GPUs asked than this host shows (nvidia-smi, NVIDIA_/CUDA_VISIBLE_DEVICES): stop."""
-    gpus, why = preflight.query_gpus()
+    gpus, why = query_gpus()
     if gpus is None:
         raise ReplicaError(
             f"GPU_COUNT={need}: cannot list this host's GPUs ({why}); fix: run on the GPU host, "
             "or use the CPU override (-f compose.cpu.yaml)"
         )
-    seen = preflight.visible(gpus, env, ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"))
+    seen = visible(gpus, env, ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"))
     if len(seen) < need:
         raise ReplicaError(
             f"GPU_COUNT={need} but this host shows {len(seen)} GPU(s); fix: GPU_COUNT="
@@ -75,34 +58,36 @@ def check_gpus(need: int, env: Mapping[str, str]) -> None:
         )
 
 
-def render(files: Sequence[str], env: Mapping[str, str], args_shown: str) -> str:
+def render(c: Compose, env: Mapping[str, str], args_shown: str) -> str:
+    files = c.files
     try:
         s = load({k: env[k] for k in CONTAINER_NAMES if k in env})
     except SettingsError as e:
         message = str(e).replace("invalid settings:\n  ", "").replace("\n  ", "; ")
         raise ReplicaError(message) from None
     cpu = any(Path(f).name == "compose.cpu.yaml" for f in files) or s.device == "cpu"
-    tp = s.tensor_parallel_size
-    replicas = s.gpu_count // tp
+    layout = s.layout
     if not cpu:
         check_gpus(s.gpu_count, env)
     try:
-        router.check_workers(s, local=[f"vllm-{i}" for i in range(replicas)])
+        router.check_workers(s)
     except router.WorkerError as e:
         raise ReplicaError(str(e)) from None
-    merged = json.loads(compose(files, "config", "--no-interpolate", "--format", "json"))
-    base = merged["services"]["vllm"]
+    try:
+        base = c.config(interpolate=False)["services"]["vllm"]
+    except ComposeError as e:
+        raise ReplicaError(str(e)) from None
     lines = [HEADER.format(args=args_shown), "services:"]
-    for i, gpus in enumerate(gpu_groups(replicas, tp)):
+    for name, gpus in zip(layout.services(), layout.device_ids(), strict=True):
         svc = json.loads(json.dumps(base))
         env_list = [e for e in svc.get("environment", []) if e.split("=", 1)[0] != "GPU_COUNT"]
-        svc["environment"] = [*env_list, f"GPU_COUNT={tp}"]  # one engine group per replica
+        svc["environment"] = [*env_list, f"GPU_COUNT={layout.tp}"]  # one engine group each
         if cpu:
             svc.pop("deploy", None)
         else:
             svc["deploy"] = {"resources": {"reservations": {"devices": [
                 {"driver": "nvidia", "device_ids": gpus, "capabilities": ["gpu"]}]}}}  # fmt: skip
-        lines.append(f"  vllm-{i}: {json.dumps(svc, sort_keys=True)}")
+        lines.append(f"  {name}: {json.dumps(svc, sort_keys=True)}")
     router_env = {x.name: None for x in SETTINGS if x.scope == ROUTER}  # passed by name
     lines += [
         "  vllm:   # now the router: the gateway and smoke keep talking to vllm:8000",
@@ -110,7 +95,7 @@ def render(files: Sequence[str], env: Mapping[str, str], args_shown: str) -> str
         "    deploy: !reset null",
         f"    environment: {json.dumps(router_env)}",
         "    depends_on: !override " + json.dumps(
-            {f"vllm-{i}": {"condition": "service_started"} for i in range(replicas)}),
+            {name: {"condition": "service_started"} for name in layout.services()}),
         "    healthcheck:",
         '      test: ["CMD", "curl", "-fsS", "http://127.0.0.1:8000/readiness"]',
         "    mem_limit: 1g",
@@ -129,9 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     files = a.files or ["compose.yaml"]
     shown = " ".join(f"-f {f}" for f in a.files or [])
+    c = Compose(files)
     try:
-        text = render(files, environment(files), shown.strip())
-    except ReplicaError as e:
+        text = render(c, c.environment(), shown.strip())
+    except (ReplicaError, ComposeError) as e:
         print(f"replicas: {e}", file=sys.stderr)
         return 2
     if a.out == "-":

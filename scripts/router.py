@@ -4,9 +4,9 @@ replicas, from the settings. Its argument list is built here and nowhere else.
     python -m scripts.router            # validate, exec vllm-router
     python -m scripts.router --print    # print the command instead
 
-Replicas are ROUTER_WORKERS, or, when that is empty, the compose replicas `vllm-0 ..`
-(GPU_COUNT / TENSOR_PARALLEL_SIZE of them). Removing a replica that fails its /health and taking
-it back once it answers again is the router's own health checker; nothing of ours loops.
+Replicas are ROUTER_WORKERS, or, when that is empty, the compose replicas `vllm-0 ..` (the
+layout's replicas: scripts/stack/layout.py). Removing a replica that fails its /health and
+taking it back once it answers again is the router's own health checker; nothing of ours loops.
 The router forwards the client's Authorization header: the gateway sends the first API key, so
 every replica, remote gateways too, must accept that key.
 """
@@ -21,7 +21,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from scripts.settings import Settings, SettingsError, load
+from scripts.stack.settings import Settings, SettingsError, load
 
 ROUTER_PORT = 8000
 METRICS_PORT = 29000  # the router's own Prometheus metrics
@@ -32,7 +32,7 @@ STARTUP_TIMEOUT_S = 1800  # the router waits this long for a first healthy repli
 def workers(s: Settings) -> list[str]:
     if s.router_workers:
         return [w.rstrip("/") for w in s.router_workers]
-    return [f"http://vllm-{i}:8000" for i in range(s.gpu_count // s.tensor_parallel_size)]
+    return s.layout.local_workers()
 
 
 class WorkerError(Exception):
@@ -45,7 +45,7 @@ def check_workers(s: Settings, local: list[str] | None = None, timeout: float = 
     loads): a typo or a host that is down stops the start with one line instead of a router
     that waits half an hour for it."""
     if local is None:
-        local = [f"vllm-{i}" for i in range(s.gpu_count // s.tensor_parallel_size)]
+        local = s.layout.services()
     for url in workers(s):
         if (urllib.parse.urlsplit(url).hostname or "") in local:
             continue

@@ -1,5 +1,5 @@
 """Start vLLM's OpenAI-compatible server from the settings. The argument list comes from
-`scripts/vllm_args.py` (the one place that builds it); this is the container's entry point.
+`scripts/stack/vllm_args.py` (the one place that builds it); this is the container's entry point.
 
     python -m scripts.serve            # validate, check the weights' folder and format, exec vLLM
     python -m scripts.serve --print    # print the command instead of running it
@@ -14,9 +14,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from scripts import manifest
-from scripts.settings import Settings, SettingsError, load
-from scripts.vllm_args import checkpoint_problem, command
+from scripts.stack import manifest
+from scripts.stack.settings import Settings, SettingsError, load
+from scripts.stack.vllm_args import checkpoint_problem, command
 
 ROOT = Path(__file__).resolve().parent.parent  # holds scripts/: vLLM imports the middleware
 
@@ -103,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         print("serve: " + "\nserve: ".join(problems), file=sys.stderr)
         return 2
     if s.device == "cuda" and s.preflight:
-        from scripts import preflight  # GPU memory, count and driver against the settings
+        from scripts.checks import container
 
-        if not preflight.container_check(s, os.environ, lambda m: print(m, file=sys.stderr)):
+        if not container.container_check(s, os.environ, lambda m: print(m, file=sys.stderr)):
             return 2
     raise_open_files()
     env = dict(os.environ)

@@ -1,13 +1,13 @@
-"""Parse the argument lists that scripts/vllm_args builds with the installed vLLM's own parsers,
-for every profile and device: the module entry point's (`--model`) and `vllm serve MODEL`'s (the
-form every GPU start uses, the model moved to the front). For every GPU profile, vLLM's own
-ModelConfig is then built from those arguments on the stand-in of the checkpoint the profile
-serves (tests/fixtures/standins.py: bf16, Qwen's FP8 and AWQ configs), so vLLM reads the
-checkpoint's quantization_config and resolves its method. Checks that the preflight memory
-estimate assumes the weight format, group / block size and KV cache type vLLM resolved. Exits
-non-zero, naming the profile and the problem, if any list is refused or disagrees. Runs without a
-GPU (a GPU build is told it is on the CPU platform: parsing and config only, no kernels; on the
-CPU platform vLLM names the CPU's AWQ method, on CUDA it picks Marlin, see scripts/vllm_args.py).
+"""Parse the argument lists that scripts/stack/vllm_args.py builds with the installed vLLM's own
+parsers, for every profile and device: the module entry point's (`--model`) and `vllm serve
+MODEL`'s (the form every GPU start uses, the model moved to the front). For every GPU profile,
+vLLM's own ModelConfig is then built from those arguments on the stand-in of the checkpoint the
+profile serves (tests/fixtures/standins.py: bf16, Qwen's FP8 and AWQ configs), so vLLM reads the
+checkpoint's quantization_config and resolves its method. Checks that the preflight memory estimate
+assumes the weight format, group / block size and KV cache type vLLM resolved. Exits non-zero,
+naming the profile and the problem, if any list is refused or disagrees. Runs without a GPU (a GPU
+build is told it is on the CPU platform: parsing and config only, no kernels; on the CPU platform
+vLLM names the CPU's AWQ method, on CUDA it picks Marlin, see scripts/stack/vllm_args.py).
 
     python -m tests.check_vllm_args
 """
@@ -57,7 +57,7 @@ def standin_models() -> Path:
     """A models volume with each profile's checkpoint under its repo name: the default MODEL_ID's
     bf16, FP8 and AWQ stand-ins (their configs: tests/fixtures/standins.build_shape), where
     settings.load() finds them by itself."""
-    from scripts.vllm_args import PROFILES, checkpoint_id
+    from scripts.stack.profiles import PROFILES, checkpoint_id
     from tests.fixtures.standins import build_shape
 
     root = Path(tempfile.mkdtemp(prefix="qvs-models-"))
@@ -70,8 +70,8 @@ def standin_models() -> Path:
 
 
 def cases(models_dir: str = "/models"):
-    from scripts.settings import load
-    from scripts.vllm_args import BF16, PROFILES
+    from scripts.stack.profiles import BF16, PROFILES
+    from scripts.stack.settings import load
 
     for device in ("cuda", "cpu"):
         for profile, spec in PROFILES.items():
@@ -86,7 +86,7 @@ def cases(models_dir: str = "/models"):
 
 def resolved_format(method: str | None) -> str:
     """vLLM's resolved quantization method as one of vllm_args' weight formats."""
-    from scripts.vllm_args import AWQ, BF16
+    from scripts.stack.profiles import AWQ, BF16
 
     return BF16 if method is None else AWQ if method in AWQ_METHODS else str(method)
 
@@ -94,7 +94,8 @@ def resolved_format(method: str | None) -> str:
 def disagreements(name: str, settings, ns, model_config=None) -> list[str]:
     """What vLLM parsed (and, given its ModelConfig, resolved from the checkpoint) against what
     the settings and the preflight estimate assume."""
-    from scripts import preflight
+    from scripts.checks import memory
+    from scripts.stack import model, profiles
 
     out = []
     want = {
@@ -107,7 +108,7 @@ def disagreements(name: str, settings, ns, model_config=None) -> list[str]:
         if getattr(ns, key) != value:
             out.append(f"{name}: vLLM parsed {key}={getattr(ns, key)!r}, expected {value!r}")
     if settings.device == "cuda":
-        need = preflight.model_memory_need(settings, preflight.QWEN3_8B)
+        need = memory.model_memory_need(settings, model.QWEN3_8B)
         parsed_fp8_kv = str(ns.kv_cache_dtype).startswith("fp8")
         if need.fp8_kv != parsed_fp8_kv:
             out.append(f"{name}: preflight assumes fp8 KV={need.fp8_kv}; vLLM parsed "
@@ -120,10 +121,10 @@ def disagreements(name: str, settings, ns, model_config=None) -> list[str]:
             # the group / block size vLLM read from the checkpoint gives the estimate's bytes
             quant = getattr(model_config.hf_config, "quantization_config", None)
             if need.weight_format != "bf16" and quant is not None:
-                shape, fmt = preflight.QWEN3_8B, need.weight_format
+                shape, fmt = model.QWEN3_8B, need.weight_format
                 if shape.weight_bytes(fmt, quant=quant) != shape.weight_bytes(fmt):
                     out.append(f"{name}: vLLM read quantization_config {quant}, the preflight "
-                               f"estimate assumes {preflight.quant_config(fmt)}")  # fmt: skip
+                               f"estimate assumes {profiles.quant_config(fmt)}")  # fmt: skip
     return out
 
 
@@ -153,7 +154,7 @@ def main() -> int:
 
 
 def check_all(models: Path, failures: dict, resolved: dict) -> int:
-    from scripts.vllm_args import build_args, command
+    from scripts.stack.vllm_args import build_args, command
 
     checked = 0
     for name, settings in cases(str(models)):

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from scripts import ci_job
+from scripts.stack import compose
 from tests.conftest import assert_smoke_passed
 from tests.test_compose import ROOT, stack  # noqa: F401  (the module fixture: images, hub, key)
 
@@ -71,7 +72,8 @@ def test_setup_errors_name_the_setting_and_the_fix(tmp_path):
     ) in r.stdout, r.stdout
     r = subprocess.run([*COMMAND, "--timeout", "60"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "--timeout 60 is too short: at least" in r.stderr, r.stderr
-    assert ci_job.secret_settings(ROOT / "compose.yaml") == {
+    as_written = compose.Compose(["compose.yaml"]).config(interpolate=False)
+    assert compose.secret_settings(as_written) == {
         "api_key": "API_KEY_FILE",
         "grafana_admin_password": "GRAFANA_ADMIN_PASSWORD_FILE",
     }

@@ -1,5 +1,5 @@
 """The host preflight (`python3 -m scripts.doctor`) and the checks it shares with the container
-start (scripts/preflight.py), on recorded hosts (tests/fixtures/hosts/, README.txt there says
+start (scripts/checks/), on recorded hosts (tests/fixtures/hosts/, README.txt there says
 which command wrote each file) and on hosts derived from them by editing single fields."""
 
 from __future__ import annotations
@@ -18,10 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from scripts import doctor, manifest, preflight
-from scripts.doctor import compose, host, network, report
-from scripts.preflight import FAIL, GIB, OK, WARN
-from scripts.settings import SettingsError, load
+from scripts import doctor
+from scripts.checks import container, memory
+from scripts.checks import driver as driver_checks
+from scripts.checks import gpus as gpu_checks
+from scripts.checks.memory import GIB
+from scripts.checks.row import FAIL, OK, WARN
+from scripts.doctor import host, network, report
+from scripts.stack import compose, manifest, model, settings
+from scripts.stack.settings import SettingsError, load
 from tests.conftest import ROOT
 from tests.fixtures.standins import QWEN3_8B as QWEN3_8B_CONFIG
 
@@ -167,8 +172,8 @@ def fails(rows: dict) -> set[str]:
 
 @pytest.mark.unit
 def test_qwen3_8b_numbers_come_from_its_config():
-    shape = preflight.shape_from_config(QWEN3_8B_CONFIG)
-    assert shape == preflight.QWEN3_8B
+    shape = model.shape_from_config(QWEN3_8B_CONFIG)
+    assert shape == model.QWEN3_8B
     assert 8.18e9 < shape.params() < 8.20e9  # "Qwen3-8B: 8.2B parameters"
     assert round(shape.weight_bytes() / 1e9, 1) == 16.4
     assert shape.kv_bytes_per_token(2) == 144 * 1024
@@ -190,13 +195,13 @@ def _logged(log: str, pattern: str) -> float:
 def test_memory_model_predicts_what_vllm_logged_on_the_h100(log, profile):
     """bench/results/: vLLM 0.26.0 on the H100 at MAX_MODEL_LEN 8192, utilization 0.90."""
     s = load({"SERVE_PROFILE": profile})
-    need = preflight.model_memory_need(s, preflight.QWEN3_8B)
+    need = memory.model_memory_need(s, model.QWEN3_8B)
     weights = _logged(log, r"Model loading took ([\d.]+) GiB")
     kv_gib = _logged(log, r"Available KV cache memory: ([\d.]+) GiB")
     kv_tokens = _logged(log, r"GPU KV cache size: ([\d,]+) tokens")
     assert abs(need.weights / GIB - weights) / weights < 0.01
     assert abs(need.kv_per_token * kv_tokens / GIB - kv_gib) / kv_gib < 0.01
-    total = preflight.parse_gpus(h100_csv())[0].total_mib
+    total = gpu_checks.parse_gpus(h100_csv())[0].total_mib
     assert abs(need.budget(total, 0.90) / GIB - kv_gib) < 0.5  # GiB, of 54
 
 
@@ -215,7 +220,7 @@ def test_memory_model_predicts_what_vllm_logged_on_the_h100(log, profile):
     ],
 )
 def test_driver_against_track(track, driver, status, fix_names):
-    row = preflight.driver_ok(track, driver)
+    row = driver_checks.driver_ok(track, driver)
     assert row.status == status, row
     assert fix_names in row.fix
     if track == "cu130" and status == FAIL:
@@ -225,11 +230,11 @@ def test_driver_against_track(track, driver, status, fix_names):
 
 @pytest.mark.unit
 def test_parse_gpus_keeps_odd_names_and_unknown_memory():
-    gpus = preflight.parse_gpus(gpu_csv(2) + "2, NVIDIA A100, PCIe 40GB, [N/A], [N/A], 535.1\n")
+    gpus = gpu_checks.parse_gpus(gpu_csv(2) + "2, NVIDIA A100, PCIe 40GB, [N/A], [N/A], 535.1\n")
     assert [g.index for g in gpus] == [0, 1, 2]
     assert gpus[2].name == "NVIDIA A100, PCIe 40GB" and gpus[2].total_mib is None
     with pytest.raises(ValueError):
-        preflight.parse_gpus("NVIDIA-SMI has failed because it couldn't communicate")
+        gpu_checks.parse_gpus("NVIDIA-SMI has failed because it couldn't communicate")
 
 
 @pytest.mark.unit
@@ -305,15 +310,15 @@ def test_old_driver(tmp_path):
     assert fails(rows) == {"NVIDIA driver"}
     assert "550.54.14" in rows["NVIDIA driver"].fix
     rows = check(gpu_host(tmp_path, gpu_csv(driver="570.86.15")), tmp_path, TRACK="cu130",
-                 BASE_IMAGE=preflight.TRACK_IMAGES["cu130"])  # fmt: skip
-    assert rows["NVIDIA driver"].suggest == preflight.cu124_switch()
+                 BASE_IMAGE=settings.TRACK_IMAGES["cu130"])  # fmt: skip
+    assert rows["NVIDIA driver"].suggest == driver_checks.cu124_switch()
 
 
 @pytest.mark.unit
 def test_base_image_must_match_track(tmp_path):
     rows = check(gpu_host(tmp_path), tmp_path, TRACK="cu130")  # BASE_IMAGE left at 12.4.1
     assert rows["image track"].status == FAIL
-    assert rows["image track"].suggest == {"BASE_IMAGE": preflight.TRACK_IMAGES["cu130"]}
+    assert rows["image track"].suggest == {"BASE_IMAGE": settings.TRACK_IMAGES["cu130"]}
 
 
 def apply(suggested: dict[str, str], settings: dict[str, str]) -> dict[str, str]:
@@ -383,8 +388,8 @@ def test_other_processes_hold_gpu_memory(tmp_path):
     assert fails(after) == set()
     # an idle card passes even at the highest utilization settings.py allows
     for card in (gpu_csv(), gpu_csv(name="NVIDIA GeForce RTX 4090", total=24564, used=0)):
-        gpus = preflight.parse_gpus(card)
-        assert preflight.check_gpu_free(load({"GPU_MEMORY_UTILIZATION": "0.98"}), gpus).status == OK
+        gpus = gpu_checks.parse_gpus(card)
+        assert memory.check_gpu_free(load({"GPU_MEMORY_UTILIZATION": "0.98"}), gpus).status == OK
     # so much taken that no utilization leaves room for the model: only stopping them helps
     rows = check(gpu_host(tmp_path, gpu_csv(used=72000)), tmp_path)
     assert rows["GPU free memory"].suggest == {} and "stop" in rows["GPU free memory"].fix
@@ -631,7 +636,7 @@ def test_compose_reads_env_file_and_environment(tmp_path):
         "HF_ENDPOINT=${MIRROR:-https://hf-mirror.example}\n"
     )
     (tmp_path / ".env").write_text(text)
-    p = compose.ask(host.Host(), {"MAX_MODEL_LEN": "2048"}, tmp_path / ".env")
+    p = compose.ask(compose.Compose(env_file=tmp_path / ".env", environ={"MAX_MODEL_LEN": "2048"}))
     want = {"MODEL_SOURCE": "huggingface", "MAX_MODEL_LEN": "2048",  # the environment wins
             "SERVED_MODEL_NAME": "Qwen3 #1", "SERVE_EXTRA_ARGS": "--max-num-seqs 64",
             "HF_ENDPOINT": "https://hf-mirror.example"}  # fmt: skip
@@ -713,11 +718,11 @@ def test_without_compose_settings_come_from_the_environment(tmp_path):
     "`bash tests/fixtures/hosts/record.sh h100` on the lent H100",
 )
 def test_recorded_h100(tmp_path):
-    gpus = preflight.parse_gpus(H100_RECORDED.read_text())
+    gpus = gpu_checks.parse_gpus(H100_RECORDED.read_text())
     assert gpus and gpus[0].name == "NVIDIA H100 80GB HBM3" and gpus[0].total_mib == 81559
-    assert preflight.parse_version(gpus[0].driver) >= (580,)  # 580.159.04 on 2026-11-24
+    assert driver_checks.parse_version(gpus[0].driver) >= (580,)  # 580.159.04 on 2026-11-24
     for track in ("cu124", "cu130"):
-        assert preflight.check_driver(track, gpus).status == OK
+        assert driver_checks.check_driver(track, gpus).status == OK
     rows = check(gpu_host(tmp_path, H100_RECORDED.read_text()), tmp_path, MAX_MODEL_LEN="40960")
     assert fails(rows) == set() and rows["GPU memory"].status == OK
 
@@ -728,17 +733,17 @@ def test_recorded_h100(tmp_path):
 @pytest.mark.unit
 def test_container_check_lines():
     lines: list[str] = []
-    t4 = preflight.parse_gpus(gpu_csv(name="Tesla T4", total=15360))
-    ok = preflight.container_check(load({}), {"CUDA_VERSION": "12.4.1"}, lines.append,
+    t4 = gpu_checks.parse_gpus(gpu_csv(name="Tesla T4", total=15360))
+    ok = container.container_check(load({}), {"CUDA_VERSION": "12.4.1"}, lines.append,
                                    lambda: (t4, ""))  # fmt: skip
     assert not ok and any(ln.startswith("serve: preflight: ") and "; fix: " in ln for ln in lines)
     lines.clear()
     missing = (None, "nvidia-smi not found")
-    assert preflight.container_check(load({}), {}, lines.append, lambda: missing)
+    assert container.container_check(load({}), {}, lines.append, lambda: missing)
     assert len(lines) == 1 and "warning: nvidia-smi not found" in lines[0]
     # the track comes from the image: a CUDA 13 image on a 570 driver fails even with TRACK unset
-    old = preflight.parse_gpus(gpu_csv(driver="570.86.15"))
-    rows = preflight.container_rows(load({}), {"CUDA_VERSION": "13.0.1"}, old)
+    old = gpu_checks.parse_gpus(gpu_csv(driver="570.86.15"))
+    rows = container.container_rows(load({}), {"CUDA_VERSION": "13.0.1"}, old)
     assert rows[0].status == FAIL and "cu130" in rows[0].detail
 
 

@@ -17,8 +17,9 @@ import time
 
 import pytest
 
-from scripts import download, manifest
-from scripts.settings import SettingsError, load
+from scripts import download
+from scripts.stack import manifest
+from scripts.stack.settings import SettingsError, load
 from tests.conftest import MODEL_ID, ROOT, cpu_env, free_port, run_download
 from tests.fixtures import standins
 from tests.fixtures.fakehub import FakeHub, Faults

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from scripts import manifest
+from scripts.stack import manifest
 from tests.conftest import MODEL_ID, ROOT, cpu_env, free_port, hub_env, run_download
 from tests.fixtures.fakehf import FakeHF, Faults, git_blob_sha1
 

@@ -20,8 +20,8 @@ import yaml
 from kubernetes_validate import utils as kv
 
 from scripts import k8s
-from scripts.settings import load
-from scripts.vllm_args import build_args
+from scripts.stack.settings import load
+from scripts.stack.vllm_args import build_args
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.unit

@@ -27,7 +27,7 @@ from tests.fixtures.fakeregistry import DOCKER_LIST, OCI_INDEX, OCI_MANIFEST, Fa
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parent.parent
-GPU_FILES = ("compose.yaml", "Dockerfile", ".env.example", "scripts/settings.py")
+GPU_FILES = ("compose.yaml", "Dockerfile", ".env.example", "scripts/stack/settings.py")
 # name as written in the files -> (repository on Docker Hub, served as a Docker manifest list)
 REPOS = {
     "nginxinc/nginx-unprivileged": ("nginxinc/nginx-unprivileged", False),

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts import manifest, preflight, vllm_args
-from scripts import settings as registry
-from scripts.settings import load
+from scripts.checks import memory
+from scripts.stack import manifest, model, profiles, settings, vllm_args
+from scripts.stack.settings import load
 from tests.conftest import ROOT
 from tests.fixtures import standins
 
@@ -53,7 +53,7 @@ def test_weights_per_profile_in_gpu_memory():
     per 128x128 block; AWQ 4 bits + an fp16 scale and 4-bit zero point per 128 inputs; the
     embedding and LM head unquantized. A public vLLM 0.24 run logged 5.71 GiB for
     Qwen/Qwen3-8B-AWQ."""
-    shape = preflight.QWEN3_8B
+    shape = model.QWEN3_8B
     linear, other = shape.linear_params(), shape.other_params()
     assert linear == 6_945_767_424  # "Number of Parameters (Non-Embedding): 6.95B"
     blocks = 36 * (32 * 32 + 2 * 8 * 32 + 32 * 32 + 2 * 96 * 32 + 32 * 96)
@@ -63,19 +63,19 @@ def test_weights_per_profile_in_gpu_memory():
     got = {f: round(shape.weight_bytes(f) / GIB, 2) for f in ("bf16", "fp8", "awq")}
     assert got == {"bf16": 15.26, "fp8": 8.79, "awq": 5.68}
     # the group size comes from the checkpoint's config: group 64 doubles scales and zeros
-    g64 = {**vllm_args.PROFILES["awq"].quantization_config, "group_size": 64}
+    g64 = {**profiles.PROFILES["awq"].quantization_config, "group_size": 64}
     assert shape.weight_bytes("awq", quant=g64) - awq == linear // 128 * 5 // 2
     # the per-GPU estimate follows the profile (and the folder's config when it is there)
-    need = {p: preflight.model_memory_need(load({"SERVE_PROFILE": p}), shape) for p in
+    need = {p: memory.model_memory_need(load({"SERVE_PROFILE": p}), shape) for p in
             ("default", "fp8", "awq")}  # fmt: skip
     assert [(n.weight_format, n.fp8_kv) for n in need.values()] == [
         ("bf16", True), ("fp8", True), ("awq", True)
     ]  # fmt: skip
     assert need["awq"].weights == shape.weight_bytes("awq")
-    folder = preflight.model_memory_need(load({"SERVE_PROFILE": "awq"}), shape, quant=g64)
+    folder = memory.model_memory_need(load({"SERVE_PROFILE": "awq"}), shape, quant=g64)
     assert folder.weights == shape.weight_bytes("awq", quant=g64)
     # SERVE_PROFILE's documented sizes are these numbers
-    doc = registry.BY_NAME["SERVE_PROFILE"].doc
+    doc = settings.BY_NAME["SERVE_PROFILE"].doc
     for fmt in ("bf16", "fp8", "awq"):
         assert f"{shape.weight_bytes(fmt) / 1e9:.1f} GB" in doc, (fmt, doc)
 
@@ -118,7 +118,7 @@ def serve(models: Path, *args: str, program: str = "scripts.serve", **env: str):
 )  # fmt: skip
 def test_a_folder_of_another_format_stops_before_vllm(tmp_path, shapes, folder, model_id,
                                                       profile, fix):  # fmt: skip
-    repo = vllm_args.checkpoint_id(model_id, profile)
+    repo = profiles.checkpoint_id(model_id, profile)
     models = models_dir(tmp_path, {repo: shapes[folder]})
     r = serve(models, "--print", MODEL_ID=model_id, SERVE_PROFILE=profile)
     print(r.stderr)
@@ -132,13 +132,13 @@ def test_a_folder_of_another_format_stops_before_vllm(tmp_path, shapes, folder, 
 def test_each_profile_starts_on_its_own_checkpoint(tmp_path, shapes):
     """The default MODEL_ID with every profile: each finds its own stand-in under its own repo
     name; fp8 and awq pass no --quantization (vLLM reads the checkpoint's)."""
-    layout = {vllm_args.checkpoint_id("Qwen/Qwen3-8B", p): shapes[spec.weights]
-              for p, spec in vllm_args.PROFILES.items()}  # fmt: skip
+    layout = {profiles.checkpoint_id("Qwen/Qwen3-8B", p): shapes[spec.weights]
+              for p, spec in profiles.PROFILES.items()}  # fmt: skip
     models = models_dir(tmp_path, layout)
-    for profile in vllm_args.PROFILES:
+    for profile in profiles.PROFILES:
         r = serve(models, "--print", SERVE_PROFILE=profile)
         assert r.returncode == 0, (profile, r.stderr)
-        served = models / vllm_args.checkpoint_id("Qwen/Qwen3-8B", profile)
+        served = models / profiles.checkpoint_id("Qwen/Qwen3-8B", profile)
         assert f" {served} " in r.stdout and "--quantization" not in r.stdout, r.stdout
 
 
@@ -163,5 +163,5 @@ def test_the_check_runs_on_a_completed_download_and_in_offline_inference(tmp_pat
               "SERVE_PROFILE": "awq"})
     ) is None  # fmt: skip
     assert json.loads((target / "config.json").read_text())["quantization_config"] == dict(
-        vllm_args.PROFILES["awq"].quantization_config
+        profiles.PROFILES["awq"].quantization_config
     )

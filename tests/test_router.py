@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from scripts import router
-from scripts.settings import load
+from scripts.stack.settings import load
 from tests.conftest import ROOT, free_port
 
 H100_LINE = (ROOT / "tests/fixtures/hosts/h100/nvidia-smi.csv").read_text().splitlines()[0]

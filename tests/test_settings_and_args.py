@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from scripts import settings as registry
-from scripts.settings import Settings, SettingsError, load
-from scripts.vllm_args import PROFILE_FLAGS, build_args, command, launcher
+from scripts import settings as docs
+from scripts.stack import settings as registry
+from scripts.stack.profiles import PROFILES
+from scripts.stack.settings import Settings, SettingsError, load
+from scripts.stack.vllm_args import build_args, command, launcher
 from tests.conftest import ROOT, cpu_env
 
 
@@ -30,7 +32,7 @@ def test_defaults_serve_the_tutorial_model():
     assert "--reasoning-parser" in args and args[args.index("--reasoning-parser") + 1] == "qwen3"
     assert "--enable-reasoning" not in args  # gone from vLLM; the parser alone enables it
     assert "--api-key" not in args  # the key travels in the environment, never argv
-    for flag in PROFILE_FLAGS["default"]:
+    for flag in PROFILES["default"].flags:
         assert flag in args
 
 
@@ -147,9 +149,9 @@ def consistency(settings, texts: dict[str, str]) -> list[str]:
 
     by_name = {s.name: s for s in settings}
     out = []
-    if texts[".env.example"] != registry.env_example(tuple(settings)):
+    if texts[".env.example"] != docs.env_example(tuple(settings)):
         out.append(".env.example differs from the registry")
-    table = registry.readme_table(tuple(settings))
+    table = docs.readme_table(tuple(settings))
     if table not in texts["README.md"]:
         out.append("README's settings table differs from the registry")
     for path in ("compose.yaml", "compose.cpu.yaml", "gateway/run.sh"):
@@ -157,7 +159,7 @@ def consistency(settings, texts: dict[str, str]) -> list[str]:
             if name.startswith("GATEWAY_") and name not in by_name and path == "gateway/run.sh":
                 continue  # the gateway's own wiring (GATEWAY_UPSTREAM, ...), set by compose
             if name not in by_name:
-                out.append(f"{path}: ${{{name}}} is not declared in scripts/settings.py")
+                out.append(f"{path}: ${{{name}}} is not declared in scripts/stack/settings.py")
             elif default != by_name[name].default:
                 out.append(f"{path}: {name} defaults to {default!r}, the registry to "
                            f"{by_name[name].default!r}")  # fmt: skip
@@ -194,7 +196,7 @@ def test_a_setting_added_in_one_place_only_is_caught():
     texts = repo_texts()
     texts["compose.yaml"] += "\n# ${ROGUE:-1} ${MAX_N:-17}\n"
     problems = consistency(registry.SETTINGS, texts)
-    assert "compose.yaml: ${ROGUE} is not declared in scripts/settings.py" in problems
+    assert "compose.yaml: ${ROGUE} is not declared in scripts/stack/settings.py" in problems
     assert "compose.yaml: MAX_N defaults to '17', the registry to '16'" in problems
 
 
@@ -211,9 +213,6 @@ def test_settings_fields_take_their_defaults_from_the_registry():
 def test_pinned_images_are_the_registry_ones():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert f"ARG BASE_IMAGE={registry.TRACK_IMAGES['cu124']}" in dockerfile
-    from scripts import preflight
-
-    assert preflight.TRACK_IMAGES is registry.TRACK_IMAGES
 
 
 @pytest.mark.e2e
@@ -288,5 +287,5 @@ def test_readme_map_matches_the_tree():
     assert len(named) >= 15, named
     missing = [p for p in named if p != "compose.router.yaml" and not (ROOT / p).exists()]
     assert not missing, f"README names paths that do not exist: {missing}"
-    for module in ("settings.py", "vllm_args.py", "serve.py", "router.py", "k8s.py"):
+    for module in ("stack/", "checks/", "serve.py", "router.py", "k8s.py"):
         assert f"scripts/{module}" in named, module

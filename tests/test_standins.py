@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from scripts.vllm_args import PROFILES, checkpoint_format
+from scripts.stack.profiles import PROFILES, checkpoint_format
 from tests.fixtures import standins
 from tests.fixtures.qwen3_tokenizer import IM_END, build_tokenizer
 
@@ -103,7 +103,7 @@ def test_shape_standin_is_qwen3_8b(tmp_path):
 
 def test_quantized_shape_standins_carry_qwens_quantization_configs(tmp_path):
     """qwen3-8b-shape-fp8 / -awq: the same model with the quantization_config and dtype of
-    Qwen/Qwen3-8B-FP8 / -AWQ (as scripts/vllm_args.py declares them, sources there)."""
+    Qwen/Qwen3-8B-FP8 / -AWQ (as scripts/stack/profiles.py declares them, sources there)."""
     plain = tmp_path / "bf16"
     standins.BUILDERS["qwen3-8b-shape"](plain)
     base = json.loads((plain / "config.json").read_text())

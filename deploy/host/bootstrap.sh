@@ -30,7 +30,6 @@ DOCKER_APT_URL=${DOCKER_APT_URL:-https://download.docker.com/linux}
 NVIDIA_APT_URL=${NVIDIA_APT_URL:-https://nvidia.github.io/libnvidia-container}
 DOCKER_KEY_FPR=9DC858229FC7DD38854AE2D88D81803C0EBFCD88   # Docker Release (CE deb)
 NVIDIA_KEY_FPR=C95B321B61E88C1809C4F759DDCAE044F796ECB0   # NVIDIA CORPORATION (Open Source Projects)
-COMPOSE_MIN=2.24.4                        # depends_on.required, !reset (scripts/doctor.py)
 PLACEHOLDER=CHANGE-ME
 ALL_STEPS=(check docker toolkit runtime secrets image service doctor)
 
@@ -111,10 +110,12 @@ step_check() {
 }
 
 step_docker() {
-  local have=""
+  local have="" want
+  # the oldest Compose the files work with, declared once in scripts/stack/compose.py
+  want=$(cd "$here" && python3 -c 'from scripts.stack.compose import MIN_SHOWN; print(MIN_SHOWN)')
   if command -v docker >/dev/null; then
     have=$(docker compose version --short 2>/dev/null | sed 's/^v//' || true)
-    if [[ -n $have ]] && version_ge "$have" "$COMPOSE_MIN"; then
+    if [[ -n $have ]] && version_ge "$have" "$want"; then
       skip "Docker $(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?') with Compose $have installed"
       return
     fi

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scripts.doctor.compose import ROOT
-from scripts.doctor.host import Facts
-from scripts.preflight import FAIL, OK, Row
-from scripts.settings import read_keys
+from scripts.checks.row import FAIL, OK, Row
+from scripts.doctor.facts import Facts
+from scripts.stack.compose import ROOT
+from scripts.stack.settings import read_keys
 
 
 def api_key(f: Facts) -> Row:

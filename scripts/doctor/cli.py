@@ -7,11 +7,11 @@ import os
 import shutil
 from pathlib import Path
 
+from scripts.checks.row import FAIL, Row
 from scripts.doctor import report
-from scripts.doctor.compose import ROOT
 from scripts.doctor.host import Host
 from scripts.doctor.steps import collect
-from scripts.preflight import FAIL, Row
+from scripts.stack.compose import ROOT
 
 
 def main(argv: list[str] | None = None, host: Host | None = None) -> int:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from scripts import vllm_args
-from scripts.doctor.host import Facts
-from scripts.preflight import FAIL, OK, WARN, Row
-
-CACHES_GB = 2.0  # torch.compile, Triton and FlashInfer caches on the `cache` volume
+from scripts.checks.row import FAIL, OK, WARN, Row
+from scripts.doctor.facts import Facts
+from scripts.stack import profiles
+from scripts.stack.model import CACHES_GB
 
 
 def disk(f: Facts) -> Row:
@@ -22,7 +21,7 @@ def disk(f: Facts) -> Row:
             return Row(name, WARN, f"cannot read the free space of {root} ({e})", "")
     complete, _ = f.volume_complete() if f.engine_up() else (False, "")
     shape = f.shape()  # the download's size: the weights of the checkpoint SERVE_PROFILE serves
-    fmt = vllm_args.PROFILES[f.s.profile].weights
+    fmt = profiles.PROFILES[f.s.profile].weights
     weights = shape.weight_bytes(fmt) / 1e9 if shape is not None else None
     if complete:
         need, what = CACHES_GB, f"{CACHES_GB:.0f} GB of compile caches (the model is downloaded)"

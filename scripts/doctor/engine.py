@@ -3,31 +3,19 @@ engine's open-files limit for containers (measured by scripts/engine_limits.py).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from scripts import engine_limits
-from scripts.doctor.host import Facts
-from scripts.preflight import FAIL, OK, WARN, Row
+from scripts.checks.row import FAIL, OK, WARN, Row
+from scripts.doctor.facts import Facts
+from scripts.stack.compose import INSTALL, INSTALL_DOCKER, MIN_SHOWN, MIN_VERSION, parse_version
 
 DOCKER_MIN = 23
-COMPOSE_MIN = (2, 24, 4)  # depends_on.required and the !reset tag (compose.cpu.yaml)
-INSTALL_DOCKER = "install Docker Engine: https://docs.docker.com/engine/install/"
-INSTALL_COMPOSE = (
-    "install the Compose plugin >= 2.24.4: `sudo apt-get install docker-compose-plugin` (Docker's "
-    "apt repository) or put the docker-compose binary from "
-    "https://github.com/docker/compose/releases into ~/.docker/cli-plugins/"
-)
 INSTALL_TOOLKIT = (
     "install nvidia-container-toolkit, then `sudo nvidia-ctk runtime configure --runtime=docker "
     "&& sudo systemctl restart docker` (https://docs.nvidia.com/datacenter/cloud-native/"
     "container-toolkit/latest/install-guide.html)"
 )
-
-
-def _version(raw: str) -> tuple[int, ...] | None:
-    m = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", raw.strip())
-    return tuple(int(g or 0) for g in m.groups()) if m else None
 
 
 def _engine_fix(err: str) -> str:
@@ -52,7 +40,7 @@ def docker(f: Facts) -> Row:
         raw = info["ServerVersion"]
     else:
         raw = server["Version"]
-    v = _version(raw)
+    v = parse_version(raw)
     if v is None:
         return Row(name, WARN, f"engine version {raw!r} not understood", "")
     if v[0] < DOCKER_MIN:
@@ -67,22 +55,20 @@ def compose(f: Facts) -> Row:
     """The plugin's version, from the answer the settings step already got."""
     name = "Compose plugin"
     if f.host.which("docker") is None:
-        return Row(name, FAIL, "no docker command", INSTALL_COMPOSE)
+        return Row(name, FAIL, "no docker command", INSTALL)
     rc, out, err = f.compose.version
-    v = _version(out) if rc == 0 else None
+    v = parse_version(out) if rc == 0 else None
     if v is None:
         why = (err or out).strip().splitlines()
-        return Row(
-            name, FAIL, f"`docker compose` missing ({why[0] if why else rc})", INSTALL_COMPOSE
-        )
+        return Row(name, FAIL, f"`docker compose` missing ({why[0] if why else rc})", INSTALL)
     shown = out.strip()
-    if v < COMPOSE_MIN:
+    if v < MIN_VERSION:
         return Row(
             name, FAIL,
-            f"{shown} is older than 2.24.4 (compose files use depends_on.required and !reset)",
-            INSTALL_COMPOSE,
+            f"{shown} is older than {MIN_SHOWN} (compose files use depends_on.required and !reset)",
+            INSTALL,
         )  # fmt: skip
-    return Row(name, OK, f"{shown} (>= 2.24.4)")
+    return Row(name, OK, f"{shown} (>= {MIN_SHOWN})")
 
 
 def _cdi_nvidia(f: Facts, dirs: Sequence[str]) -> str | None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from scripts.doctor.host import Facts
+from scripts.checks.row import FAIL, OK, Row
+from scripts.doctor.facts import Facts
 from scripts.doctor.settings_row import carried
-from scripts.preflight import FAIL, OK, Row
-from scripts.settings import BY_NAME
+from scripts.stack.settings import BY_NAME
 
 HUBS = {"modelscope": "MODELSCOPE_ENDPOINT", "huggingface": "HF_ENDPOINT"}  # per MODEL_SOURCE
 MODELSCOPE = "https://www.modelscope.cn"  # an empty MODELSCOPE_ENDPOINT (scripts/download.py)

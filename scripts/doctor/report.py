@@ -8,7 +8,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from scripts.preflight import FAIL, OK, WARN, Row
+from scripts.checks.row import FAIL, OK, WARN, Row
 
 
 def table(rows: Sequence[Row], width: int = 120) -> str:

@@ -1,4 +1,4 @@
-"""The settings step: every setting validated by scripts/settings.py where its reader gets it.
+"""The settings step: every setting validated by scripts/stack/settings.py where its reader gets it.
 The names the vllm service gets come from the environment Compose resolves for it; every other
 setting (Compose's own, the gateway's, the hub's, the router's) from Compose's variables. The
 other steps go on with the default in place of each invalid value, so one typo does not hide
@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from scripts.doctor.compose import Project
-from scripts.preflight import FAIL, OK, Row
-from scripts.settings import BY_NAME, CONTAINER, SETTINGS, Settings, SettingsError, load, problems
+from scripts.checks.row import FAIL, OK, Row
+from scripts.stack.compose import Project
+from scripts.stack.settings import (
+    BY_NAME,
+    CONTAINER,
+    SETTINGS,
+    Settings,
+    SettingsError,
+    load,
+    problems,
+)
 
 NAME = "settings"
 FIX_VALUES = "correct the values named in .env (see .env.example)"
@@ -60,7 +68,7 @@ def read(p: Project) -> tuple[Settings, dict[str, str], Row]:
         return s, bad, Row(NAME, FAIL, detail, "fix that line of .env (KEY=VALUE)")
     if p.error or bad:
         return s, bad, Row(NAME, FAIL, detail, FIX_VALUES)
-    ok = "valid (scripts/settings.py)" + (f"; {p.source}" if p.source else "")
+    ok = "valid (scripts/stack/settings.py)" + (f"; {p.source}" if p.source else "")
     return s, bad, Row(NAME, OK, ok)
 
 

@@ -1,5 +1,5 @@
 """The checkup as a list of small steps, in the order they print. Each step reads facts through
-`Facts` (host.py) and returns its row(s); none changes anything. The settings step runs first:
+`Facts` (facts.py) and returns its row(s); none changes anything. The settings step runs first:
 the others use its settings, with the default in place of each invalid value."""
 
 from __future__ import annotations
@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from scripts.doctor import api_key, compose, disk, engine, gpu, model, network, settings_row
-from scripts.doctor.host import Facts, Host
-from scripts.preflight import FAIL, Row
+from scripts.checks.row import FAIL, Row
+from scripts.doctor import api_key, disk, engine, gpu, model, network, settings_row
+from scripts.doctor.facts import Facts
+from scripts.doctor.host import Host
+from scripts.stack import compose
 
 Step = Callable[[Facts], "Row | list[Row] | None"]
 
@@ -49,7 +51,7 @@ def device_of(p: compose.Project, s_device: str) -> str:
 
 
 def collect(host: Host, environ: Mapping[str, str], env_file: Path) -> list[Row]:
-    project = compose.ask(host, environ, env_file)
+    project = compose.ask(compose.Compose(env_file=env_file, environ=environ, run=host.run))
     s, bad, settings = settings_row.read(project)
     f = Facts(host, project, s, bad, device_of(project, s.device))
     rows = [settings]

@@ -1,8 +1,8 @@
-"""The vLLM argument list and what each serving profile means, in this one module. The server
-(`scripts/serve.py`), offline inference (`scripts/offline_infer.py`), the preflight memory
-estimate and doctor (`scripts/preflight.py`), the GPU benchmarks and the tests all ask it.
+"""The vLLM argument list, built in this one module. The server (`scripts/serve.py`), offline
+inference (`scripts/offline_infer.py`), the memory estimate (`scripts/checks/memory.py`), k8s,
+the GPU benchmarks and the tests all ask it; what each profile adds is scripts/stack/profiles.py.
 
-Imports nothing but the standard library (doctor runs it on the host's plain python3).
+Standard library only (doctor runs it on the host's plain python3).
 """
 
 from __future__ import annotations
@@ -11,101 +11,21 @@ import importlib.metadata
 import importlib.util
 import json
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from scripts.settings import Settings
+from scripts.stack.profiles import (
+    BF16,
+    FORMAT_NAMES,
+    FP8,
+    PROFILES,
+    base_id,
+    checkpoint_format,
+    checkpoint_id,
+)  # fmt: skip
+from scripts.stack.settings import Settings
 
 GUARD = "scripts.tool_guard.ToolGuard"  # scripts/serve.py puts scripts/ on vLLM's PYTHONPATH
-
-# What each serving profile serves and the flags it adds on top of the tutorial's command, chosen
-# from the H100 measurements in bench/results/ (bench/README.md explains each choice). `plain`
-# adds nothing: it is the baseline that `vllm serve` gives with its defaults. Flags are GPU only:
-# on the CPU build the bf16 profiles serve like `plain` (and fp8/awq are refused).
-#
-# `fp8` and `awq` serve Qwen's own quantized checkpoints instead of quantizing at start: vLLM reads
-# the checkpoint's `quantization_config` (no `--quantization` flag: with one that differs from the
-# checkpoint's, vLLM refuses to start; without one it picks the kernel itself, on a GPU with Marlin
-# support AWQ runs on Marlin: `awq_marlin` in vLLM 0.19, `auto_awq` + Marlin in 0.26).
-# `quantization_config` is what those repos' config.json say (huggingface.co/Qwen/Qwen3-8B-FP8 and
-# /Qwen/Qwen3-8B-AWQ, blob/main/config.json; the same on ModelScope). The keys are the formats'
-# own: DeepSeek-V3's block-wise fp8 (README_WEIGHTS.md: activation_scheme, fmt e4m3,
-# weight_block_size [128, 128]) and AutoAWQ's (transformers docs, quantization/awq: bits,
-# group_size, zero_point, version gemm). tests/fixtures/standins.py writes them into the
-# `qwen3-8b-shape` variants and tests/check_vllm_args.py has vLLM's own ModelConfig read them back.
-BF16, FP8, AWQ = "bf16", "fp8", "awq"  # weight formats: unquantized, block-wise fp8, 4-bit AWQ
-
-
-@dataclass(frozen=True)
-class Profile:
-    flags: tuple[str, ...] = ()
-    weights: str = BF16  # the format of the checkpoint it serves
-    # Qwen publishes each quantized checkpoint as the base repo's name plus this suffix
-    # (Qwen/Qwen3-8B -> Qwen/Qwen3-8B-FP8), on ModelScope and Hugging Face alike
-    repo_suffix: str = ""
-    quantization_config: Mapping | None = None  # that checkpoint's config.json entry
-    torch_dtype: str = "bfloat16"  # and its dtype: the unquantized tensors' type
-
-
-PROFILES: dict[str, Profile] = {
-    "plain": Profile(),
-    "default": Profile(("--kv-cache-dtype", "fp8")),
-    "latency": Profile(("--performance-mode", "interactivity")),
-    "throughput": Profile(("--kv-cache-dtype", "fp8", "--performance-mode", "throughput")),
-    "fp8": Profile(
-        ("--kv-cache-dtype", "fp8"), FP8, "-FP8",
-        {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
-         "weight_block_size": [128, 128]},
-    ),
-    "awq": Profile(
-        ("--kv-cache-dtype", "fp8"), AWQ, "-AWQ",
-        {"bits": 4, "group_size": 128, "modules_to_not_convert": None, "quant_method": "awq",
-         "version": "gemm", "zero_point": True},
-        torch_dtype="float16",
-    ),
-}  # fmt: skip
-PROFILE_FLAGS: dict[str, tuple[str, ...]] = {name: p.flags for name, p in PROFILES.items()}
-QWEN_OWNER = "Qwen"
-
-
-def checkpoint_id(model_id: str, profile: str) -> str:
-    """The repo a profile downloads and serves. MODEL_ID names the base model; for a Qwen repo
-    a quantized profile takes Qwen's own checkpoint of it (Qwen/Qwen3-8B -> Qwen/Qwen3-8B-AWQ).
-    A MODEL_ID that already names a quantized repo (ends in -FP8 or -AWQ), or another owner's
-    repo, is served as given: serve then checks that its format is the profile's."""
-    suffix = PROFILES[profile].repo_suffix
-    owner, _, name = model_id.partition("/")
-    suffixes = tuple(p.repo_suffix.lower() for p in PROFILES.values() if p.repo_suffix)
-    if not suffix or owner.lower() != QWEN_OWNER.lower() or name.lower().endswith(suffixes):
-        return model_id
-    return model_id + suffix
-
-
-def checkpoint_format(config: Mapping) -> str:
-    """The weight format of a Hugging Face config.json: bf16 (no quantization_config), fp8,
-    awq, or another method's name."""
-    quant = config.get("quantization_config")
-    if not isinstance(quant, Mapping):
-        text = config.get("text_config")
-        quant = text.get("quantization_config") if isinstance(text, Mapping) else None
-    if not isinstance(quant, Mapping):
-        return BF16
-    return str(quant.get("quant_method") or "unknown").lower()
-
-
-FORMAT_NAMES = {BF16: "unquantized (bf16) weights", FP8: "an FP8 checkpoint",
-                AWQ: "an AWQ (4-bit) checkpoint"}  # fmt: skip
-
-
-def base_id(model_id: str) -> str:
-    """MODEL_ID without a quantized-checkpoint suffix (Qwen/Qwen3-8B-AWQ -> Qwen/Qwen3-8B)."""
-    for p in PROFILES.values():
-        if p.repo_suffix and model_id.lower().endswith(p.repo_suffix.lower()):
-            return model_id[: -len(p.repo_suffix)]
-    return model_id
 
 
 def checkpoint_problem(s: Settings) -> str | None:
@@ -175,7 +95,7 @@ def build_args(s: Settings, model: Path | None = None) -> list[str]:
         args += ["--dtype", dtype]
     if s.load_format != "auto":
         args += ["--load-format", s.load_format]
-    args += list(PROFILE_FLAGS[s.profile]) if s.device == "cuda" else []
+    args += list(PROFILES[s.profile].flags) if s.device == "cuda" else []
     args += hide_version()
     args += list(s.extra_args)
     return args
@@ -251,22 +171,3 @@ def command(s: Settings, program: Sequence[str] | None = None) -> list[str]:
         i = args.index("--model")
         args = [args[i + 1], *args[:i], *args[i + 2 :]]
     return [*program, *args]
-
-
-def llm_kwargs(s: Settings) -> dict:
-    """`vllm.LLM(**llm_kwargs(s))` for offline inference: the same engine arguments as the
-    server, read by vLLM's own EngineArgs parser (only the values that differ from vLLM's
-    defaults are passed)."""
-    import dataclasses
-
-    from vllm.engine.arg_utils import EngineArgs
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
-
-    parser = EngineArgs.add_cli_args(FlexibleArgumentParser())
-    ours = EngineArgs.from_cli_args(parser.parse_args(engine_args(s)))
-    default = EngineArgs.from_cli_args(parser.parse_args(["--model", str(s.model_path)]))
-    return {
-        f.name: getattr(ours, f.name)
-        for f in dataclasses.fields(ours)
-        if f.name == "model" or getattr(ours, f.name) != getattr(default, f.name)
-    }

@@ -1,0 +1,32 @@
+"""Facts that prose has to restate (README, the workflow, the host bootstrap) are checked against
+the one place that declares them, so a copy that drifts fails here."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from scripts.stack import compose
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.unit
+PROSE = ("README.md", ".github/workflows/gpu-smoke.yml", "deploy/host/bootstrap.sh")
+
+
+def compose_minimums(text: str) -> list[str]:
+    """Every version written as a Compose minimum: `Compose ... 2.24.4+` (within a few words)."""
+    return re.findall(r"Compose\b[^\n.]{0,20}?\(?v?(\d+\.\d+(?:\.\d+)?)\+", text)
+
+
+def test_the_compose_minimum_is_written_as_declared():
+    found = {path: compose_minimums((ROOT / path).read_text()) for path in PROSE}
+    assert sum(map(len, found.values())) >= 4, found  # README x3, the workflow
+    wrong = {p: v for p, vs in found.items() for v in vs if v != compose.MIN_SHOWN}
+    assert not wrong, f"Compose minimum is {compose.MIN_SHOWN} (scripts/stack/compose.py): {wrong}"
+    assert "2.24" not in (ROOT / "deploy/host/bootstrap.sh").read_text()  # it asks the core
+
+
+def test_the_reader_finds_each_way_of_writing_it():
+    text = "Compose v2.24+ here; the Compose plugin (2.24.4+), Compose 2.24.3+,"
+    assert compose_minimums(text) == ["2.24", "2.24.4", "2.24.3"]
