@@ -31,7 +31,8 @@ from pathlib import Path
 from scripts import router
 from scripts.checks.gpus import query_gpus, visible
 from scripts.stack.compose import Compose, ComposeError
-from scripts.stack.settings import CONTAINER_NAMES, ROUTER, SETTINGS, SettingsError, load
+from scripts.stack.env import HostEnv, settings_env
+from scripts.stack.settings import ROUTER, SETTINGS, Settings, SettingsError, load
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = "compose.router.yaml"
@@ -58,17 +59,28 @@ def check_gpus(need: int, env: Mapping[str, str]) -> None:
         )
 
 
-def render(c: Compose, env: Mapping[str, str], args_shown: str) -> str:
-    files = c.files
+def host_settings(c: Compose) -> tuple[Settings, dict[str, str]]:
+    """The settings as the containers get them from Compose (the environment over .env; the
+    secret's path inside, not the host's API_KEY_FILE), and Compose's variables."""
+    env = HostEnv.read(c)
+    typos = list(env.file.typos().values())
+    if typos:
+        raise ReplicaError(typos[0])
+    vllm = c.config()["services"]["vllm"].get("environment")
+    given = {k: v for k, v in settings_env(env.variables, vllm).items() if v is not None}
     try:
-        s = load({k: env[k] for k in CONTAINER_NAMES if k in env})
+        return load(given), env.variables
     except SettingsError as e:
         message = str(e).replace("invalid settings:\n  ", "").replace("\n  ", "; ")
         raise ReplicaError(message) from None
-    cpu = any(Path(f).name == "compose.cpu.yaml" for f in files) or s.device == "cpu"
+
+
+def render(c: Compose, args_shown: str) -> str:
+    s, variables = host_settings(c)
+    cpu = any(Path(f).name == "compose.cpu.yaml" for f in c.files) or s.device == "cpu"
     layout = s.layout
     if not cpu:
-        check_gpus(s.gpu_count, env)
+        check_gpus(s.gpu_count, variables)
     try:
         router.check_workers(s)
     except router.WorkerError as e:
@@ -116,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = " ".join(f"-f {f}" for f in a.files or [])
     c = Compose(files)
     try:
-        text = render(c, c.environment(), shown.strip())
+        text = render(c, shown.strip())
     except (ReplicaError, ComposeError) as e:
         print(f"replicas: {e}", file=sys.stderr)
         return 2

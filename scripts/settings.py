@@ -1,17 +1,26 @@
-"""The documents generated from the settings registry (scripts/stack/settings.py): `.env.example`
-and the README's settings table.
+"""The settings in effect on this host, and the documents generated from the registry
+(scripts/stack/settings.py): `.env.example` and the README's settings table.
 
+    python3 -m scripts.settings            # every setting, its value and where it came from
+    python3 -m scripts.settings --json     # the same for scripts
     python -m scripts.settings --write     # regenerate .env.example and the README table
     python -m scripts.settings --check     # exit 1 when either is stale (CI)
+
+The values are Compose's reading of the environment over .env (scripts/stack/env.py); secrets are
+shown as ***. Exit status 2, with one line each, when Compose is missing, a .env line is wrong, a
+value is invalid or a name in .env is a misspelt setting.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import textwrap
 
-from scripts.stack.settings import ROOT, SETTINGS, Setting
+from scripts.stack.compose import Compose, ComposeError
+from scripts.stack.env import HostEnv, settings_env
+from scripts.stack.settings import BY_NAME, ROOT, SETTINGS, Setting, problems
 
 ENV_HEADER = """\
 # qwen3-vllm-stack settings. Copy to .env and edit; every line is optional (these are the
@@ -59,12 +68,50 @@ def _readme_with_table(text: str) -> str:
     return head + readme_table() + rest.split(README_END, 1)[1]
 
 
+def in_effect(as_json: bool) -> int:
+    """Print every setting in effect, its value and source; then each problem, one line each."""
+    try:
+        env = HostEnv.read()
+        vllm = Compose(env_file=env.env_file).config()["services"]["vllm"].get("environment")
+    except ComposeError as e:
+        print(f"settings: {e}", file=sys.stderr)
+        return 2
+    rows = env.rows()
+    checked = settings_env(env.variables, vllm)
+    names = tuple(n for n in checked if n in BY_NAME)
+    said = [*problems(checked, names).values(), *env.file.typos().values()]
+    notes = [v for k, v in env.file.unknown().items() if k not in env.file.typos()]
+    if as_json:
+        print(json.dumps({"settings": rows, "problems": said, "notes": notes}, indent=1))
+    else:
+        w = max(len(r["name"]) for r in rows)
+        v = min(48, max(len(r["value"]) for r in rows))
+        print(f"{'SETTING':<{w}}  {'VALUE':<{v}}  SOURCE")
+        for r in rows:
+            value = r["value"] if len(r["value"]) <= v else r["value"][: v - 3] + "..."
+            print(f"{r['name']:<{w}}  {value:<{v}}  {r['source']}")
+        counts = {k: sum(r["source"].startswith(k) for r in rows) for k in ("environment", ".env")}
+        print(f"\nsettings: {len(rows)} in effect: {counts['environment']} from the environment, "
+              f"{counts['.env']} from {env.env_file.name}, "
+              f"{len(rows) - sum(counts.values())} defaults")  # fmt: skip
+        for line in [*said, *notes]:
+            print(f"settings: {line}", file=sys.stderr)
+    return 2 if said else 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Generate or check .env.example and the README table")
-    group = ap.add_mutually_exclusive_group(required=True)
-    group.add_argument("--write", action="store_true")
-    group.add_argument("--check", action="store_true")
+    ap = argparse.ArgumentParser(
+        prog="python3 -m scripts.settings",
+        description="The settings in effect (default), or generate/check .env.example and the "
+        "README table",
+    )
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--json", action="store_true", help="the settings in effect as JSON")
+    group.add_argument("--write", action="store_true", help="regenerate .env.example, README")
+    group.add_argument("--check", action="store_true", help="exit 1 when either is stale")
     a = ap.parse_args(argv)
+    if not (a.write or a.check):
+        return in_effect(a.json)
     targets = {
         ROOT / ".env.example": env_example(),
         ROOT / "README.md": _readme_with_table((ROOT / "README.md").read_text()),

@@ -703,6 +703,13 @@ def test_without_compose_settings_come_from_the_environment(tmp_path):
     assert row.status == FAIL and "TENSOR_PARALLEL_SIZE='3'" in row.detail
     assert "8k" not in row.detail and "from the process environment only" in row.detail
     assert not [c for c in no_compose.calls if "config" in c]  # no Compose, no config asked
+    # a .env that nothing reads is a FAIL naming the plugin, even when the rest is valid
+    rows = check(no_compose, tmp_path, MAX_MODEL_LEN="4096")
+    row = rows["settings"]
+    assert row.status == FAIL and "the Compose plugin is missing" in row.detail, row
+    assert "docker-compose-plugin" in row.fix
+    # without a .env the environment and the defaults are the whole truth
+    (tmp_path / ".env").unlink()
     rows = check(no_compose, tmp_path, MAX_MODEL_LEN="4096")
     assert rows["settings"].status == OK and "process environment only" in rows["settings"].detail
     assert rows["MAX_MODEL_LEN"].detail.startswith("4096")

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from scripts.checks.row import FAIL, OK, Row
-from scripts.stack.compose import Project
+from scripts.stack.compose import INSTALL, Project
+from scripts.stack.env import EnvFile, settings_env
 from scripts.stack.settings import (
     BY_NAME,
-    CONTAINER,
     SETTINGS,
     Settings,
     SettingsError,
@@ -22,21 +22,6 @@ from scripts.stack.settings import (
 
 NAME = "settings"
 FIX_VALUES = "correct the values named in .env (see .env.example)"
-
-
-def settings_env(p: Project) -> dict[str, str | None]:
-    """The value of each setting where it is read. Without Compose's services, the variables
-    stand in for what Compose would pass the vllm service by name."""
-    vllm = p.service_env("vllm")
-    if vllm is None:
-        vllm = {s.name: p.variables[s.name] for s in SETTINGS if s.scope == CONTAINER
-                if s.name in p.variables}  # fmt: skip
-    # not the host path API_KEY_FILE: the containers get Compose's secret instead
-    host_side = {
-        s.name: p.variables[s.name] for s in SETTINGS
-        if s.scope != CONTAINER and s.container_default is not None and s.name in p.variables
-    }  # fmt: skip
-    return {**host_side, **vllm}
 
 
 def in_place(env: Mapping[str, str | None], bad: dict[str, str]) -> Settings:
@@ -57,18 +42,26 @@ def in_place(env: Mapping[str, str | None], bad: dict[str, str]) -> Settings:
     return Settings()
 
 
-def read(p: Project) -> tuple[Settings, dict[str, str], Row]:
-    """(settings in place, invalid values by name, the settings row)."""
-    env = settings_env(p)
+def read(p: Project, file: EnvFile | None = None) -> tuple[Settings, dict[str, str], Row]:
+    """(settings in place, invalid values by name, the settings row). `file`: what the .env file
+    defines (None: there is none), for the line of a quote that never closes (Compose names the
+    end of the file) and for names that are no setting."""
+    env = settings_env(p.variables, p.service_env("vllm"))
     bad = problems(env, tuple(s.name for s in SETTINGS if s.name in env))
     s = in_place(env, bad)
-    said = [f"Compose: {p.error}"] if p.error else []
-    detail = "; ".join([*said, *bad.values(), *([p.source] if p.source else [])])
-    if p.error and not p.env_read:
+    error = f".env {file.error}" if file and file.error and p.error else p.error
+    said = [f"Compose: {error}"] if error else []
+    typos = list(file.typos().values()) if file else []
+    others = [v for k, v in file.unknown().items() if v not in typos] if file else []
+    detail = "; ".join([*said, *bad.values(), *typos, *([p.source] if p.source else [])])
+    if p.missing and file is not None:  # a .env that nobody reads: never go on with defaults
+        return s, bad, Row(NAME, FAIL, f"{detail}: the Compose plugin is missing", INSTALL)
+    if error and not p.env_read:
         return s, bad, Row(NAME, FAIL, detail, "fix that line of .env (KEY=VALUE)")
-    if p.error or bad:
+    if error or bad or typos:
         return s, bad, Row(NAME, FAIL, detail, FIX_VALUES)
-    ok = "valid (scripts/stack/settings.py)" + (f"; {p.source}" if p.source else "")
+    ok = "; ".join(["valid (scripts/stack/settings.py)", *([p.source] if p.source else []),
+                    *others])  # fmt: skip
     return s, bad, Row(NAME, OK, ok)
 
 

@@ -12,6 +12,7 @@ from scripts.doctor import api_key, disk, engine, gpu, model, network, settings_
 from scripts.doctor.facts import Facts
 from scripts.doctor.host import Host
 from scripts.stack import compose
+from scripts.stack.env import EnvFile
 
 Step = Callable[[Facts], "Row | list[Row] | None"]
 
@@ -52,7 +53,11 @@ def device_of(p: compose.Project, s_device: str) -> str:
 
 def collect(host: Host, environ: Mapping[str, str], env_file: Path) -> list[Row]:
     project = compose.ask(compose.Compose(env_file=env_file, environ=environ, run=host.run))
-    s, bad, settings = settings_row.read(project)
+    try:
+        file = EnvFile.scan(host.read_text(str(env_file)))
+    except OSError:
+        file = None  # no .env: the environment and the defaults
+    s, bad, settings = settings_row.read(project, file)
     f = Facts(host, project, s, bad, device_of(project, s.device))
     rows = [settings]
     for name, step in steps():
