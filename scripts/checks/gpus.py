@@ -92,8 +92,9 @@ def query_gpus(timeout: float = 30) -> tuple[list[Gpu] | None, str]:
 
 
 NO_GPU_FIX = (
-    "install the NVIDIA driver (>= 550.54.14), or run on CPU: SERVE_DEVICE=cpu and "
-    "docker compose -f compose.yaml -f compose.cpu.yaml up"
+    "install the NVIDIA driver (>= 550.54.14), or run on CPU: "
+    "`QVS_BASE_FROM=debian:bookworm-slim bash docker/build-base.sh` once (the CPU base image), then "
+    "COMPOSE_FILE=compose.yaml:compose.cpu.yaml in .env"
 )
 
 

@@ -91,7 +91,7 @@ def _cdi_nvidia(f: Facts, dirs: Sequence[str]) -> str | None:
 def nvidia_runtime(f: Facts) -> Row:
     name = "NVIDIA runtime"
     if f.device == "cpu":
-        return Row(name, OK, "not needed (SERVE_DEVICE=cpu; run with -f compose.cpu.yaml)")
+        return Row(name, OK, "not needed (the CPU override, compose.cpu.yaml)")
     if not f.engine_up():
         return Row(name, WARN, "not checked: the Docker engine did not answer", "see Docker engine")
     info, _ = f.docker_json("info")

@@ -18,7 +18,7 @@ from scripts.stack.layout import largest_tp, whole_replicas
 from scripts.stack.settings import TRACK_IMAGES
 
 VISIBILITY = ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
-NOT_NEEDED = "not needed (SERVE_DEVICE=cpu)"
+NOT_NEEDED = "not needed (the CPU override, compose.cpu.yaml)"
 
 
 def driver(f: Facts) -> Row:

