@@ -92,8 +92,8 @@ def query_gpus(timeout: float = 30) -> tuple[list[Gpu] | None, str]:
 
 
 NO_GPU_FIX = (
-    "install the NVIDIA driver (>= 550.54.14), or run on CPU: "
-    "`QVS_BASE_FROM=debian:bookworm-slim bash docker/build-base.sh` once (the CPU base image), then "
+    "install the NVIDIA driver (>= 550.54.14), or run on CPU: `QVS_BASE_FROM=debian:bookworm-slim "
+    "bash docker/build-base.sh` once (the CPU base image), then "
     "COMPOSE_FILE=compose.yaml:compose.cpu.yaml in .env"
 )
 
