@@ -4,11 +4,11 @@
     python3 -m scripts.k8s --out k8s/            # one file per object in k8s/, then the next steps
     python3 -m scripts.k8s --image REGISTRY/qwen3-vllm-stack:cu124 --replicas 2 --out k8s/
 
-Runs on the host with plain python3 (stdlib only, like doctor): the YAML is written here, not by
-PyYAML. The settings are Compose's own reading of them (`.env` under the environment, asked
-through scripts/stack/compose.py; the environment alone, with a warning, where Compose is missing)
-and validated by scripts/stack/settings.py; a bad value stops with one line naming the setting
-and the fix (exit 2).
+Runs on the host with plain python3 and PyYAML (Debian/Ubuntu: python3-yaml), which writes the
+YAML; without it, one line names the install (exit 2). The settings are Compose's own reading of
+them (`.env` under the environment, asked through scripts/stack/compose.py; the environment
+alone, with a warning, where Compose is missing) and validated by scripts/stack/settings.py; a bad
+value stops with one line naming the setting and the fix (exit 2).
 Kubernetes-only knobs (namespace, image, storage, replicas, Service type) are flags.
 
 What it makes, in the namespace (`--namespace`, created with the `restricted` Pod Security level
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import os
 import re
@@ -97,63 +96,40 @@ class ManifestError(ValueError):
     """A problem with the input; str() names the setting or flag and the fix, on one line."""
 
 
-# --- YAML (block style; strings quoted unless plainly safe; multi-line strings as literals) ---
-
-_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./-]*")
-_YAML11_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
+# --- YAML: PyYAML writes it (block style, keys in order, multi-line strings as `|` blocks) ----
 
 
-def _scalar(v: object) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return json.dumps(v)
-    if isinstance(v, dict | list) and not v:
-        return "{}" if isinstance(v, dict) else "[]"
-    if not isinstance(v, str):
-        raise TypeError(f"cannot write {type(v).__name__} as YAML")
-    if _PLAIN.fullmatch(v) and v.lower() not in _YAML11_WORDS:
-        return v
-    return json.dumps(v, ensure_ascii=False)  # a JSON string is a YAML double-quoted scalar
-
-
-def _literal_ok(v: object) -> bool:
-    """A string that a `|` block keeps byte for byte: lines of printable text, one final \\n."""
-    return (
-        isinstance(v, str)
-        and v.endswith("\n")
-        and not v.endswith("\n\n")
-        and "\n" in v[:-1]
-        and not v[0].isspace()
-        and all(c == "\n" or c == "\t" or c.isprintable() for c in v)
-        and not any(line != line.rstrip(" \t") for line in v.splitlines())
-    )
-
-
-def _node(lead: str, v: object, pad: str) -> list[str]:
-    """`lead` (a `key:` or `-`) followed by the value `v`; nested lines indented past `pad`."""
-    inner = pad + "  "
-    if isinstance(v, dict) and v:
-        lines = [ln for k, x in v.items() for ln in _node(f"{inner}{_scalar(k)}:", x, inner)]
-        if lead.endswith("-"):  # `- key: value`, the other keys under `key`
-            return [f"{lead} {lines[0].lstrip()}", *lines[1:]]
-        return [lead, *lines]
-    if isinstance(v, list) and v:
-        return [lead] + [ln for x in v for ln in _node(f"{inner}-", x, inner)]
-    if isinstance(v, str) and _literal_ok(v):
-        return [f"{lead} |"] + [inner + ln if ln else "" for ln in v.splitlines()]
-    return [f"{lead} {_scalar(v)}"]
-
-
-def to_yaml(obj: Mapping) -> str:
-    lines = [line for k, v in obj.items() for line in _node(f"{_scalar(k)}:", v, "")]
-    return "\n".join(lines) + "\n"
+def _yaml():
+    """PyYAML, or ManifestError naming the install (the host's python3 may lack it)."""
+    try:
+        import yaml
+    except ImportError:
+        raise ManifestError(
+            f"PyYAML is not installed for {sys.executable}; fix: sudo apt-get install "
+            "python3-yaml (or python3 -m pip install pyyaml)"
+        ) from None
+    return yaml
 
 
 def dump_all(objects: list[dict]) -> str:
-    return "".join("---\n" + to_yaml(o) for o in objects)
+    """Multi-document YAML, each document after `---`; raises ManifestError without PyYAML."""
+    yaml = _yaml()
+
+    class Dumper(yaml.SafeDumper):
+        def increase_indent(self, flow: bool = False, indentless: bool = False):
+            return super().increase_indent(flow, False)  # lists indented under their key
+
+        def ignore_aliases(self, data: object) -> bool:
+            return True  # a block used twice (the security context) is written out twice
+
+    def text(dumper: yaml.SafeDumper, v: str):  # PyYAML quotes instead where `|` cannot keep v
+        return dumper.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump_all(
+        objects, Dumper=Dumper, explicit_start=True, sort_keys=False, default_flow_style=False,
+        allow_unicode=True, width=float("inf"),
+    )  # fmt: skip
 
 
 # --- input ------------------------------------------------------------------------------------
@@ -647,6 +623,7 @@ def next_steps(o: argparse.Namespace, merged: Mapping[str, str], target: str) ->
 def main(argv: list[str] | None = None) -> int:
     o = parser().parse_args(argv)
     try:
+        _yaml()  # before anything else: no half-done run without it
         merged = variables(os.environ, o.env_file)
         objects = manifests_from(merged, o)
     except ManifestError as e:

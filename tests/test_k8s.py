@@ -107,20 +107,46 @@ def test_a_broken_manifest_fails_validation(break_it, message):
         kv.validate(broken, K8S_VERSIONS[0], strict=True)
 
 
-def test_yaml_writer_round_trips():
+def test_yaml_round_trips_and_run_sh_stays_a_literal_block():
+    """PyYAML writes the YAML: what it reads back is what was dumped, in the same key order, and
+    a multi-line string such as the ConfigMap's run.sh is a readable `|` block."""
     script = (ROOT / "gateway" / "run.sh").read_text()
+    shared = {"drop": ["ALL"]}
     tricky = {
         "words": ["yes", "No", "on", "null", "~", "y", "true", "0.90", "8", "", "-", "1e3"],
         "text": ["a: b", "#x", " lead", "trail ", "*ref", "&a", "@x", "{}", "[1]", "é", "a\tb"],
         "lines": ["one\ntwo\n", "no end\nnewline", "trailing \nspace\n", "two\n\n", "\n"],
         "nested": [{"a": [1, 2.5, True, None], "b": {}}, [], {"c": [{"d": "e"}]}],
         "nvidia.com/gpu": "4",
+        "z-last": "x " * 80,  # one line, not folded
+        "shared": [shared, shared],  # written twice, not as an &anchor and its *alias
         "script": script,
     }
-    assert yaml.safe_load(k8s.to_yaml(tricky)) == tricky
-    assert "script: |\n" in k8s.to_yaml(tricky)  # run.sh stays readable in its ConfigMap
+    text = k8s.dump_all([tricky, {"b": 1}])
+    docs = list(yaml.safe_load_all(text))
+    assert docs == [tricky, {"b": 1}] and list(docs[0]) == list(tricky)
+    assert text.startswith("---\n") and "\n---\nb: 1\n" in text
+    assert "\nscript: |\n  #!/bin/sh\n" in text  # run.sh stays readable in its ConfigMap
+    assert "\nz-last: " in text and "\n  x x" not in text
+    assert "&id0" not in text and "*id0" not in text
+    assert text.count("\n  - drop:\n      - ALL") == 2
     cm = find(objects({}), "ConfigMap")
     assert cm["data"]["run.sh"] == script
+
+
+def test_without_pyyaml_it_stops_with_one_line_naming_the_install(tmp_path):
+    """-S: no site-packages, so no PyYAML (the host's python3 without python3-yaml)."""
+    out = tmp_path / "k8s"
+    r = subprocess.run(
+        [sys.executable, "-S", "-m", "scripts.k8s", "--env-file", str(tmp_path / "no.env"),
+         "--out", str(out)],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2 and r.stdout == "" and not out.exists(), r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("k8s: PyYAML is not installed")
+    assert "sudo apt-get install python3-yaml" in r.stderr
+    assert "python3 -m pip install pyyaml" in r.stderr
 
 
 # --- what the objects say ---------------------------------------------------------------------
