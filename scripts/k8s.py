@@ -6,9 +6,9 @@
 
 Runs on the host with plain python3 and PyYAML (Debian/Ubuntu: python3-yaml), which writes the
 YAML; without it, one line names the install (exit 2). The settings are Compose's own reading of
-them (`.env` under the environment, asked through scripts/stack/compose.py; the environment
-alone, with a warning, where Compose is missing) and validated by scripts/stack/settings.py; a bad
-value stops with one line naming the setting and the fix (exit 2).
+them (`.env` under the environment, asked through scripts/stack/compose.py), validated by
+scripts/stack/settings.py; a bad value stops with one line naming the setting and the fix, and so
+does a missing Compose plugin (exit 2): without it .env cannot be read as Compose reads it.
 Kubernetes-only knobs (namespace, image, storage, replicas, Service type) are flags.
 
 What it makes, in the namespace (`--namespace`, created with the `restricted` Pod Security level
@@ -477,16 +477,18 @@ def manifests(env: Mapping[str, str], o: argparse.Namespace) -> list[dict]:
 
 
 def variables(env: Mapping[str, str], env_file: Path) -> dict[str, str]:
-    """The settings as Compose reads them (.env under the environment); the environment alone,
-    with a warning, where Compose is missing. Raises ManifestError when Compose cannot read
-    .env."""
-    p = compose.ask(compose.Compose(env_file=env_file, environ=env), services=False)
-    if p.missing:
-        print(f"k8s: warning: Compose did not run ({p.missing}); settings {p.source}",
-              file=sys.stderr)  # fmt: skip
-    elif p.error:
-        raise ManifestError(f"{p.error}; fix that line of .env")
-    return p.variables
+    """The settings as Compose reads them (.env under the environment). Raises ManifestError
+    naming the install where Compose is missing (never the environment alone: .env would be
+    silently ignored), or the bad line where Compose cannot read .env."""
+    c = compose.Compose(env_file=env_file, environ=env)
+    try:
+        c.require()
+    except compose.ComposeError as e:
+        raise ManifestError(str(e)) from None
+    try:
+        return c.variables()
+    except compose.ComposeError as e:
+        raise ManifestError(f"{e}; fix that line of .env") from None
 
 
 def manifests_from(merged: Mapping[str, str], o: argparse.Namespace) -> list[dict]:
