@@ -256,12 +256,15 @@ def test_objects_refer_to_each_other(combo):
 @pytest.mark.parametrize("combo", COMBOS)
 def test_pods_are_locked_down_and_probes_fit_a_cold_start(tmp_path, combo):
     objs = objects(COMBOS[combo])
+    services = compose_config(COMBOS[combo], tmp_path)["services"]
     ns = find(objs, "Namespace")["metadata"]["labels"]
     assert ns["pod-security.kubernetes.io/enforce"] == "restricted"
-    for kind in ("StatefulSet", "Deployment"):
+    for kind, service in (("StatefulSet", "vllm"), ("Deployment", "gateway")):
         spec = pod_spec(objs, kind)
         sc = spec["securityContext"]
-        assert sc["runAsNonRoot"] and sc["runAsUser"] == 10001 and sc["fsGroup"] == 10001
+        uid, gid = map(int, services[service]["user"].split(":"))  # compose's `user: uid:gid`
+        assert sc["runAsNonRoot"] and sc["runAsUser"] == uid > 0
+        assert sc["runAsGroup"] == sc["fsGroup"] == gid
         assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
         assert spec["automountServiceAccountToken"] is False
         assert spec["enableServiceLinks"] is False
@@ -274,7 +277,7 @@ def test_pods_are_locked_down_and_probes_fit_a_cold_start(tmp_path, combo):
     serve = spec["containers"][0]
     s = load(plain_env(serve))
     startup = serve["startupProbe"]
-    compose_start = compose_config(COMBOS[combo], tmp_path)["services"]["vllm"]["healthcheck"]
+    compose_start = services["vllm"]["healthcheck"]
     minutes = int(compose_start["start_period"].split("m")[0])  # "20m0s"
     assert startup["failureThreshold"] * startup["periodSeconds"] >= max(minutes * 60, 1800)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -287,6 +290,89 @@ def test_pods_are_locked_down_and_probes_fit_a_cold_start(tmp_path, combo):
     assert "readOnly" not in next(
         m for m in spec["initContainers"][0]["volumeMounts"] if m["mountPath"] == "/models"
     )
+
+
+OVERRIDE = """\
+services:
+  download:
+    user: "20005:20006"
+    mem_limit: 3g
+  vllm:
+    image: registry.example/qvs:custom
+    user: "20001:20002"
+    shm_size: 2g
+    stop_grace_period: 1m45s
+    tmpfs: !override ["/tmp:size=2g", "/home/vllm:size=32m,uid=20001"]
+  gateway:
+    image: registry.example/nginx:1
+    user: "20003:20004"
+    stop_grace_period: 2m
+    mem_limit: 128m
+    tmpfs: !override ["/tmp:size=16m,mode=0700"]
+    environment: {GATEWAY_LISTEN: "8181"}
+    ports: !override ["127.0.0.1:${HOST_PORT:-8000}:8181"]
+"""
+
+
+def test_the_manifests_follow_compose_yaml(tmp_path):
+    """The images, users, /dev/shm, memory limits, tmpfs sizes, grace periods and the gateway's
+    ports are written once, in compose.yaml: an override that Compose merges (COMPOSE_FILE) and
+    the settings it interpolates (HOST_PORT, SERVE_MEMORY_LIMIT) move the manifests with them."""
+    (tmp_path / "override.yaml").write_text(OVERRIDE)
+    env = {"COMPOSE_FILE": f"compose.yaml:{tmp_path / 'override.yaml'}", "HOST_PORT": "9000",
+           "SERVE_MEMORY_LIMIT": "48g", "SHUTDOWN_TIMEOUT": "50"}  # fmt: skip
+    r = generate(tmp_path, env)
+    assert r.returncode == 0, r.stderr
+    objs = list(yaml.safe_load_all(r.stdout))
+    spec = pod_spec(objs, "StatefulSet")
+    (download,), (serve,) = spec["initContainers"], spec["containers"]
+    sc = spec["securityContext"]
+    assert (sc["runAsUser"], sc["runAsGroup"], sc["fsGroup"]) == (20001, 20002, 20002)
+    assert download["securityContext"]["runAsUser"] == 20005  # its own user, in the vllm pod
+    assert download["securityContext"]["runAsGroup"] == 20006
+    assert "runAsUser" not in serve["securityContext"]  # the pod's
+    assert (download["image"], serve["image"]) == (
+        "qwen3-vllm-stack:cu124",
+        "registry.example/qvs:custom",
+    )
+    volumes = {v["name"]: v["emptyDir"]["sizeLimit"] for v in spec["volumes"] if "emptyDir" in v}
+    assert volumes == {"tmp": "2Gi", "home": "32Mi", "shm": "2Gi"}
+    assert download["resources"]["limits"]["memory"] == "3Gi"
+    assert download["resources"]["requests"]["memory"] == "3Gi"
+    assert serve["resources"]["limits"]["memory"] == "48Gi"
+    # compose's 105 s were sized for SHUTDOWN_TIMEOUT's default 30: the same 75 s beyond 50
+    assert spec["terminationGracePeriodSeconds"] == 125
+    gw = pod_spec(objs, "Deployment")
+    (nginx,) = gw["containers"]
+    sc = gw["securityContext"]
+    assert (sc["runAsUser"], sc["runAsGroup"], sc["fsGroup"]) == (20003, 20004, 20004)
+    assert gw["terminationGracePeriodSeconds"] == 120
+    assert nginx["resources"]["limits"]["memory"] == "128Mi"
+    assert [v["emptyDir"]["sizeLimit"] for v in gw["volumes"] if v["name"] == "tmp"] == ["16Mi"]
+    assert nginx["ports"] == [{"name": "http", "containerPort": 8181}]
+    assert nginx["image"] == "registry.example/nginx:1"
+    assert plain_env(nginx)["GATEWAY_LISTEN"] == "8181"
+    assert find(objs, "Service", "qwen3-gateway")["spec"]["ports"][0]["port"] == 9000
+    assert "port-forward svc/qwen3-gateway 9000:9000" in r.stderr
+    for doc in objs:  # a container's own runAsUser included
+        kv.validate(doc, K8S_VERSIONS[-1], strict=True)
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ('vllm: {user: "vllm"}', "services.vllm.user='vllm' must be a numeric uid:gid"),
+        ('gateway: {user: "0:0"}', "services.gateway.user='0:0' must be a numeric uid:gid"),
+        ("vllm: {stop_grace_period: 30s}", "services.vllm.stop_grace_period (30 s) must exceed"),
+        ("vllm: {shm_size: !reset null}", "services.vllm.shm_size is not set"),
+    ],
+)
+def test_compose_wiring_the_pods_cannot_take_stops_with_one_line(tmp_path, override, needle):
+    (tmp_path / "override.yaml").write_text(f"services:\n  {override}\n")
+    r = generate(tmp_path, {"COMPOSE_FILE": f"compose.yaml:{tmp_path / 'override.yaml'}"})
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("k8s: compose: "), r.stderr
+    assert needle in r.stderr and r.stderr.endswith("; fix compose.yaml\n"), r.stderr
 
 
 def test_no_secret_is_written(tmp_path):
