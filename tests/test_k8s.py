@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -404,6 +405,20 @@ def test_stdout_and_out_dir_agree(tmp_path):
     images = {c["image"] for d in docs if d["kind"] == "StatefulSet"
               for c in d["spec"]["template"]["spec"]["containers"]}  # fmt: skip
     assert images == {"registry.example/qvs:cu124"}
+
+
+def test_the_readmes_out_dir_stays_out_of_git():
+    """The README's `--out k8s/` writes into the checkout: the files are the user's output (like
+    .env), so git ignores them: `git status` stays clean and `git pull` never meets them."""
+    section = (ROOT / "README.md").read_text().split("\n## Kubernetes\n", 1)[1].split("\n## ")[0]
+    dirs = set(re.findall(r"python3 -m scripts\.k8s .*--out (\S+)", section))
+    assert dirs == {"k8s/"}, dirs
+    names = [k8s.file_name(i, o) for i, o in enumerate(objects({}))]
+    for d in dirs:
+        paths = [d + name for name in names]
+        r = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT,
+                           capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert r.returncode == 0 and r.stdout.split() == paths, r.stdout + r.stderr
 
 
 @pytest.mark.parametrize(
