@@ -174,10 +174,10 @@ class Wiring:
     bytes, durations like 1m30s): what the pods take from there, so that compose.yaml stays the one
     place it is written. Each method raises ManifestError naming the key and the fix."""
 
-    config: Mapping
+    project: compose.Project  # with its config: the services resolved
 
     def _get(self, service: str, key: str):
-        services = self.config.get("services") or {}
+        services = (self.project.config or {}).get("services") or {}
         if service not in services:
             raise ManifestError(
                 f"compose: the compose files have no `{service}` service; fix COMPOSE_FILE "
@@ -243,17 +243,15 @@ class Wiring:
 
     def published(self) -> int:
         """The gateway's published port (HOST_PORT): its Service's port, kubectl's port-forward."""
-        raw = str(self._get("gateway", "ports")[0].get("published") or "")
+        self._get("gateway", "ports")
+        _, raw = self.project.published("gateway") or ("", "")
         if not raw.isdigit():
             raise self._bad("gateway", "ports[0].published", raw, "must be a port")
         return int(raw)
 
     def key_file(self) -> Path:
         """The file of the api_key secret (API_KEY_FILE), as Compose resolved it."""
-        secret = (self.config.get("secrets") or {}).get("api_key") or {}
-        if not secret.get("file"):
-            raise ManifestError("compose: secrets.api_key.file is not set; fix compose.yaml")
-        return Path(secret["file"])
+        return Path(self.project.secret_file("api_key", "API_KEY_FILE"))
 
 
 def picked(merged: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
@@ -629,7 +627,7 @@ def read(env: Mapping[str, str], env_file: Path) -> tuple[dict[str, str], Settin
         raise ManifestError(f"{e}; fix that line of .env") from None
     s = checked(merged)  # before Compose resolves the services with them: the setting is named
     try:
-        return merged, s, Wiring(c.config())
+        return merged, s, Wiring(compose.Project(merged, c.config()))
     except compose.ComposeError as e:
         raise ManifestError(f"{e}; fix the value it names in .env or the compose files") from None
 
