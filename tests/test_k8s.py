@@ -434,6 +434,8 @@ def test_the_readmes_out_dir_stays_out_of_git():
         ({}, ["--replicas", "0"], "argument --replicas: '0' must be a whole number"),
         ({}, ["--models-size", "40GB"], "argument --models-size: '40GB' must be a size"),
         ({"TRACK": "cu999"}, [], "TRACK='cu999' must be one of cu124, cu130"),
+        ({"HOST_PORT": "80800"}, [], "HOST_PORT='80800' must be between 1 and 65535"),
+        ({"SERVE_MEMORY_LIMIT": "0"}, [], "SERVE_MEMORY_LIMIT='0' must be a size"),
     ],
 )
 def test_bad_input_stops_with_one_line(tmp_path, env, flags, needle):
