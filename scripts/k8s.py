@@ -4,12 +4,16 @@
     python3 -m scripts.k8s --out k8s/            # one file per object in k8s/, then the next steps
     python3 -m scripts.k8s --image REGISTRY/qwen3-vllm-stack:cu124 --replicas 2 --out k8s/
 
-Runs on the host with plain python3 (stdlib only, like doctor): the YAML is written here, not by
-PyYAML. The settings are Compose's own reading of them (`.env` under the environment, asked
-through scripts/stack/compose.py; the environment alone, with a warning, where Compose is missing)
-and validated by scripts/stack/settings.py; a bad value stops with one line naming the setting
-and the fix (exit 2).
-Kubernetes-only knobs (namespace, image, storage, replicas, Service type) are flags.
+Runs on the host with plain python3 and PyYAML (Debian/Ubuntu: python3-yaml), which writes the
+YAML; without it, one line names the install (exit 2). The settings are Compose's own reading of
+them (`.env` under the environment, asked through scripts/stack/compose.py), validated by
+scripts/stack/settings.py; a bad value stops with one line naming the setting and the fix, and so
+does a missing Compose plugin (exit 2): without it .env cannot be read as Compose reads it.
+What the pods share with compose.yaml (images, users, memory limits, /dev/shm, tmpfs sizes, grace
+periods, the gateway's ports, the key file) comes from the project Compose resolves (`docker
+compose config`, no engine needed; COMPOSE_FILE's overrides included): see `Wiring`.
+Kubernetes-only knobs (namespace, image, storage, replicas, Service type) are flags; the probes
+and resource requests are this file's own.
 
 What it makes, in the namespace (`--namespace`, created with the `restricted` Pod Security level
 unless `--no-namespace`):
@@ -37,13 +41,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import os
 import re
 import shlex
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from scripts import pin_images, router
@@ -59,9 +63,6 @@ GATEWAY = "qwen3-gateway"
 API_KEY_SECRET = "qwen3-api-key"  # key `api_key`: the file compose mounts (one key per line)
 HF_TOKEN_SECRET = "qwen3-hf-token"  # key `token`; optional
 TLS_SECRET = "qwen3-gateway-tls"  # a kubernetes.io/tls Secret: tls.crt + tls.key, as run.sh wants
-UID = 10001  # the image's `vllm` user (Dockerfile), compose's `user: 10001:10001`
-GATEWAY_PORT = 8080  # where nginx listens in its pod (compose: GATEWAY_LISTEN)
-SERVICE_PORT = 8000  # the gateway Service's port (compose publishes the gateway on 8000)
 
 # The settings each container reads, by scope in scripts/stack/settings.py (compose passes the same
 # names; unset ones take the registry's defaults inside the containers)
@@ -81,79 +82,54 @@ PROBE_PERIOD_S = 10
 STARTUP_BUDGET_S = router.STARTUP_TIMEOUT_S
 LIVENESS_FAILURES = 6  # a minute without /health restarts the container (a busy server is slow)
 READINESS_FAILURES = 3  # 30 s without /health takes the replica out of the Service
-DRAIN_MARGIN_S = 30  # the pod's grace period beyond SHUTDOWN_TIMEOUT (compose: 60 s for 30 s)
-GATEWAY_GRACE_S = 90  # nginx lets open streams finish (compose: stop_grace_period 90s)
-SHM = "8Gi"  # /dev/shm for NCCL (compose: shm_size 8g); memory-backed, counts as pod memory
-DOWNLOAD_MEMORY = "4Gi"  # compose: mem_limit 4g
 MODELS_HEADROOM = 1.25  # the models volume: the weights plus a quarter
 CACHE_SIZE_FACTOR = 4  # the cache volume: doctor's estimate of the compile caches, four times
 
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 QUANTITY = re.compile(r"[1-9][0-9]*(Ki|Mi|Gi|Ti)")
+DOCKER_SIZE = re.compile(r"(\d+(?:\.\d+)?) ?([kmgt]?)i?b?", re.IGNORECASE)  # 64g, 1.5g, 4096
+GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|h|m|s)")  # Compose's JSON: 1m30s, 500ms
 
 
 class ManifestError(ValueError):
     """A problem with the input; str() names the setting or flag and the fix, on one line."""
 
 
-# --- YAML (block style; strings quoted unless plainly safe; multi-line strings as literals) ---
-
-_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./-]*")
-_YAML11_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
+# --- YAML: PyYAML writes it (block style, keys in order, multi-line strings as `|` blocks) ----
 
 
-def _scalar(v: object) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return json.dumps(v)
-    if isinstance(v, dict | list) and not v:
-        return "{}" if isinstance(v, dict) else "[]"
-    if not isinstance(v, str):
-        raise TypeError(f"cannot write {type(v).__name__} as YAML")
-    if _PLAIN.fullmatch(v) and v.lower() not in _YAML11_WORDS:
-        return v
-    return json.dumps(v, ensure_ascii=False)  # a JSON string is a YAML double-quoted scalar
-
-
-def _literal_ok(v: object) -> bool:
-    """A string that a `|` block keeps byte for byte: lines of printable text, one final \\n."""
-    return (
-        isinstance(v, str)
-        and v.endswith("\n")
-        and not v.endswith("\n\n")
-        and "\n" in v[:-1]
-        and not v[0].isspace()
-        and all(c == "\n" or c == "\t" or c.isprintable() for c in v)
-        and not any(line != line.rstrip(" \t") for line in v.splitlines())
-    )
-
-
-def _node(lead: str, v: object, pad: str) -> list[str]:
-    """`lead` (a `key:` or `-`) followed by the value `v`; nested lines indented past `pad`."""
-    inner = pad + "  "
-    if isinstance(v, dict) and v:
-        lines = [ln for k, x in v.items() for ln in _node(f"{inner}{_scalar(k)}:", x, inner)]
-        if lead.endswith("-"):  # `- key: value`, the other keys under `key`
-            return [f"{lead} {lines[0].lstrip()}", *lines[1:]]
-        return [lead, *lines]
-    if isinstance(v, list) and v:
-        return [lead] + [ln for x in v for ln in _node(f"{inner}-", x, inner)]
-    if isinstance(v, str) and _literal_ok(v):
-        return [f"{lead} |"] + [inner + ln if ln else "" for ln in v.splitlines()]
-    return [f"{lead} {_scalar(v)}"]
-
-
-def to_yaml(obj: Mapping) -> str:
-    lines = [line for k, v in obj.items() for line in _node(f"{_scalar(k)}:", v, "")]
-    return "\n".join(lines) + "\n"
+def _yaml():
+    """PyYAML, or ManifestError naming the install (the host's python3 may lack it)."""
+    try:
+        import yaml
+    except ImportError:
+        raise ManifestError(
+            f"PyYAML is not installed for {sys.executable}; fix: sudo apt-get install "
+            "python3-yaml (or python3 -m pip install pyyaml)"
+        ) from None
+    return yaml
 
 
 def dump_all(objects: list[dict]) -> str:
-    return "".join("---\n" + to_yaml(o) for o in objects)
+    """Multi-document YAML, each document after `---`; raises ManifestError without PyYAML."""
+    yaml = _yaml()
+
+    class Dumper(yaml.SafeDumper):
+        def increase_indent(self, flow: bool = False, indentless: bool = False):
+            return super().increase_indent(flow, False)  # lists indented under their key
+
+        def ignore_aliases(self, data: object) -> bool:
+            return True  # a block used twice (the security context) is written out twice
+
+    def text(dumper: yaml.SafeDumper, v: str):  # PyYAML quotes instead where `|` cannot keep v
+        return dumper.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump_all(
+        objects, Dumper=Dumper, explicit_start=True, sort_keys=False, default_flow_style=False,
+        allow_unicode=True, width=float("inf"),
+    )  # fmt: skip
 
 
 # --- input ------------------------------------------------------------------------------------
@@ -165,13 +141,117 @@ def one_line(e: SettingsError) -> str:
     return "; ".join(lines)
 
 
-def mem_quantity(name: str, raw: str) -> str:
-    """Docker's 64g / 512m / 4096 (bytes) as a Kubernetes quantity."""
-    m = re.fullmatch(r"(\d+)([kmgt]?)b?", raw.strip().lower())
-    if not m or int(m.group(1)) == 0:
-        raise ManifestError(f"{name}={raw!r} must be a size like 64g; fix it in .env")
-    unit = {"": "", "k": "Ki", "m": "Mi", "g": "Gi", "t": "Ti"}[m.group(2)]
-    return m.group(1) + unit
+def docker_bytes(raw: str) -> int | None:
+    """Docker's 64g / 1.5g / 512m / 4096 (bytes) in bytes; None when it is no such size."""
+    m = DOCKER_SIZE.fullmatch(raw.strip())
+    if not m:
+        return None
+    unit = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2).lower()]
+    return int(float(m.group(1)) * unit)
+
+
+def quantity(n: int) -> str:
+    """Bytes as a Kubernetes quantity in the largest binary unit that holds it exactly."""
+    for power, unit in ((4, "Ti"), (3, "Gi"), (2, "Mi"), (1, "Ki")):
+        if n % 1024**power == 0:
+            return f"{n // 1024**power}{unit}"
+    return str(n)
+
+
+def go_seconds(raw: str) -> int | None:
+    """A Go duration as Compose's JSON writes it (1m30s, 1h0m0s, 500ms) in whole seconds, rounded
+    up; None when it is no such duration."""
+    parts = GO_DURATION.findall(raw)
+    if not parts or "".join(n + u for n, u in parts) != raw:
+        return None
+    scale = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+    return math.ceil(sum(float(n) * scale[u] for n, u in parts))
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """The compose files as Compose resolves them (`docker compose config --format json`: sizes in
+    bytes, durations like 1m30s): what the pods take from there, so that compose.yaml stays the one
+    place it is written. Each method raises ManifestError naming the key and the fix."""
+
+    project: compose.Project  # with its config: the services resolved
+
+    def _get(self, service: str, key: str):
+        services = (self.project.config or {}).get("services") or {}
+        if service not in services:
+            raise ManifestError(
+                f"compose: the compose files have no `{service}` service; fix COMPOSE_FILE "
+                "(compose.yaml and its overrides)"
+            )
+        value = services[service].get(key)
+        if value in (None, "", []):
+            raise ManifestError(
+                f"compose: services.{service}.{key} is not set, and the manifests take it from "
+                "there; fix compose.yaml"
+            )
+        return value
+
+    def _bad(self, service: str, key: str, value: object, want: str) -> ManifestError:
+        return ManifestError(
+            f"compose: services.{service}.{key}={value!r} {want}; fix compose.yaml"
+        )
+
+    def image(self, service: str) -> str:
+        return self._get(service, "image")
+
+    def user(self, service: str) -> tuple[int, int]:
+        """`user: "uid:gid"` as runAsUser and runAsGroup (restricted pods: numeric, not root)."""
+        raw = self._get(service, "user")
+        m = re.fullmatch(r"(\d+):(\d+)", str(raw))
+        if not m or int(m.group(1)) == 0:
+            raise self._bad(service, "user", raw, "must be a numeric uid:gid other than root")
+        return int(m.group(1)), int(m.group(2))
+
+    def size(self, service: str, key: str) -> str:
+        """shm_size or mem_limit (bytes in Compose's JSON) as a quantity."""
+        raw = self._get(service, key)
+        if not str(raw).isdigit() or int(raw) == 0:
+            raise self._bad(service, key, raw, "must be a size like 8g")
+        return quantity(int(raw))
+
+    def tmpfs(self, service: str, path: str) -> str:
+        """The size of the tmpfs at `path` (`/tmp:size=1g,...`) as a quantity."""
+        for entry in self._get(service, "tmpfs"):
+            where, _, options = str(entry).partition(":")
+            if where == path:
+                opts = dict(o.partition("=")[::2] for o in options.split(","))
+                n = docker_bytes(opts.get("size", ""))
+                if not n:
+                    raise self._bad(service, "tmpfs", entry, "needs a size like size=64m")
+                return quantity(n)
+        raise self._bad(service, "tmpfs", self._get(service, "tmpfs"), f"has no {path}")
+
+    def grace_s(self, service: str) -> int:
+        raw = self._get(service, "stop_grace_period")
+        n = go_seconds(str(raw))
+        if n is None:
+            raise self._bad(service, "stop_grace_period", raw, "must be a duration like 90s")
+        return n
+
+    def listen(self) -> int:
+        """The gateway's GATEWAY_LISTEN ([address:]port): where nginx listens in its pod."""
+        raw = str((self._get("gateway", "environment") or {}).get("GATEWAY_LISTEN") or "")
+        port = raw.rpartition(":")[2]
+        if not port.isdigit():
+            raise self._bad("gateway", "environment.GATEWAY_LISTEN", raw, "must end in a port")
+        return int(port)
+
+    def published(self) -> int:
+        """The gateway's published port (HOST_PORT): its Service's port, kubectl's port-forward."""
+        self._get("gateway", "ports")
+        _, raw = self.project.published("gateway") or ("", "")
+        if not raw.isdigit():
+            raise self._bad("gateway", "ports[0].published", raw, "must be a port")
+        return int(raw)
+
+    def key_file(self) -> Path:
+        """The file of the api_key secret (API_KEY_FILE), as Compose resolved it."""
+        return Path(self.project.secret_file("api_key", "API_KEY_FILE"))
 
 
 def picked(merged: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
@@ -208,14 +288,17 @@ def meta(name: str, ns: str, component: str, **extra) -> dict:
     return {"name": name, "namespace": ns, "labels": labels(component), **extra}
 
 
-POD_SECURITY = {
-    "runAsNonRoot": True,
-    "runAsUser": UID,
-    "runAsGroup": UID,
-    "fsGroup": UID,  # the volumes are writable by the image's user
-    "fsGroupChangePolicy": "OnRootMismatch",  # no chown pass over 16 GB of weights each start
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
+def pod_security(uid: int, gid: int) -> dict:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": gid,
+        "fsGroup": gid,  # the volumes are writable by the image's user
+        "fsGroupChangePolicy": "OnRootMismatch",  # no chown pass over 16 GB of weights each start
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,
     "privileged": False,
@@ -251,17 +334,30 @@ def claim(name: str, size: str, storage_class: str) -> dict:
     return {"metadata": {"name": name, "labels": labels("vllm")}, "spec": spec}
 
 
-def vllm_objects(s: Settings, merged: Mapping[str, str], o: argparse.Namespace) -> list[dict]:
+def termination_grace_s(s: Settings, w: Wiring) -> int:
+    """vllm's stop_grace_period in compose is sized for SHUTDOWN_TIMEOUT's default (60 s for 30):
+    the pod keeps that margin over the SHUTDOWN_TIMEOUT in effect."""
+    grace, default = w.grace_s("vllm"), int(settings.BY_NAME["SHUTDOWN_TIMEOUT"].default)
+    if grace <= default:
+        raise ManifestError(
+            f"compose: services.vllm.stop_grace_period ({grace} s) must exceed "
+            f"SHUTDOWN_TIMEOUT's default ({default} s); fix compose.yaml"
+        )
+    return s.shutdown_timeout + grace - default
+
+
+def vllm_objects(
+    s: Settings, merged: Mapping[str, str], w: Wiring, o: argparse.Namespace
+) -> list[dict]:
     ns = o.namespace
     common = settings_env(merged)
     download_env = env_list({**common, **picked(merged, DOWNLOAD_ENV)})
     if s.model_source == "huggingface":  # gated models; the token never enters a manifest
         ref = {"name": HF_TOKEN_SECRET, "key": "token", "optional": True}
         download_env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}})
-    memory = mem_quantity(
-        "SERVE_MEMORY_LIMIT",
-        merged.get("SERVE_MEMORY_LIMIT") or settings.BY_NAME["SERVE_MEMORY_LIMIT"].default,
-    )
+    memory, download_memory = w.size("vllm", "mem_limit"), w.size("download", "mem_limit")
+    uid, gid = w.user("vllm")  # the pod's; the init container's own where compose differs
+    download_user = dict(zip(("runAsUser", "runAsGroup"), w.user("download"), strict=True))
     gpus = {"nvidia.com/gpu": str(s.gpu_count)}
     scratch = [
         {"name": "tmp", "mountPath": "/tmp"},
@@ -270,20 +366,24 @@ def vllm_objects(s: Settings, merged: Mapping[str, str], o: argparse.Namespace) 
     ]
     download = {
         "name": "download",
-        "image": o.image,
+        "image": o.image or w.image("download"),
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-m", "scripts.download"],
         "env": download_env,
         "resources": {
-            "requests": {"cpu": "500m", "memory": DOWNLOAD_MEMORY},
-            "limits": {"memory": DOWNLOAD_MEMORY},
+            "requests": {"cpu": "500m", "memory": download_memory},
+            "limits": {"memory": download_memory},
         },
-        "securityContext": CONTAINER_SECURITY,
+        "securityContext": (
+            CONTAINER_SECURITY
+            if download_user == {"runAsUser": uid, "runAsGroup": gid}
+            else {**CONTAINER_SECURITY, **download_user}
+        ),
         "volumeMounts": [{"name": "models", "mountPath": "/models"}, *scratch],
     }
     serve = {
         "name": "vllm",
-        "image": o.image,
+        "image": o.image or w.image("vllm"),
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-m", "scripts.serve"],  # builds the vLLM arguments from env
         "env": env_list(serve_env(merged)),
@@ -306,19 +406,24 @@ def vllm_objects(s: Settings, merged: Mapping[str, str], o: argparse.Namespace) 
     pod = {
         "metadata": {"labels": labels("vllm")},
         "spec": {
-            "securityContext": POD_SECURITY,
+            "securityContext": pod_security(uid, gid),
             "automountServiceAccountToken": False,  # no Kubernetes API calls
             "enableServiceLinks": False,  # no VLLM_PORT=tcp://... from a Service's name
-            "terminationGracePeriodSeconds": s.shutdown_timeout + DRAIN_MARGIN_S,
+            "terminationGracePeriodSeconds": termination_grace_s(s, w),
             "tolerations": [
                 {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
             ],
             "initContainers": [download],
             "containers": [serve],
             "volumes": [
-                {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
-                {"name": "home", "emptyDir": {"sizeLimit": "64Mi"}},
-                {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM}},
+                # the sizes of compose's tmpfs (here on the node's disk, not in memory)
+                {"name": "tmp", "emptyDir": {"sizeLimit": w.tmpfs("vllm", "/tmp")}},
+                {"name": "home", "emptyDir": {"sizeLimit": w.tmpfs("vllm", "/home/vllm")}},
+                # NCCL's /dev/shm; memory-backed, counts as pod memory
+                {
+                    "name": "shm",
+                    "emptyDir": {"medium": "Memory", "sizeLimit": w.size("vllm", "shm_size")},
+                },
                 {
                     "name": "api-key",
                     "secret": {
@@ -379,12 +484,12 @@ def vllm_objects(s: Settings, merged: Mapping[str, str], o: argparse.Namespace) 
     return [service, headless, statefulset, policy]
 
 
-def gateway_objects(s: Settings, merged: Mapping[str, str], o: argparse.Namespace) -> list[dict]:
+def gateway_objects(
+    s: Settings, merged: Mapping[str, str], w: Wiring, o: argparse.Namespace
+) -> list[dict]:
     ns = o.namespace
     script = (ROOT / "gateway" / "run.sh").read_text()
-    image = merged.get("GATEWAY_IMAGE") or settings.BY_NAME["GATEWAY_IMAGE"].default
-    if pin_images.parse_image(image) is None:
-        raise ManifestError(f"GATEWAY_IMAGE={image!r} is not an image reference; fix it in .env")
+    listen, (uid, gid) = w.listen(), w.user("gateway")
     configmap = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -395,21 +500,21 @@ def gateway_objects(s: Settings, merged: Mapping[str, str], o: argparse.Namespac
         "GATEWAY_KEYS_FILE": "/run/secrets/api_key",
         # nginx resolves through the cluster DNS without search domains: the full name
         "GATEWAY_UPSTREAM": f"{VLLM}.{ns}.svc.{o.cluster_domain}:{s.port}",
-        "GATEWAY_LISTEN": str(GATEWAY_PORT),
+        "GATEWAY_LISTEN": str(listen),  # any address: the pod's own
         "GATEWAY_TLS_DIR": "/run/qvs-tls",
         **picked(merged, GATEWAY_ENV),
     }
     tcp = {"tcpSocket": {"port": "http"}, "periodSeconds": PROBE_PERIOD_S, "timeoutSeconds": 5}
     container = {
         "name": "gateway",
-        "image": image,
+        "image": w.image("gateway"),
         "imagePullPolicy": "IfNotPresent",
         "command": ["/bin/sh", "/etc/qvs-gateway/run.sh"],  # renders nginx.conf, execs nginx
         "env": env_list(env),
-        "ports": [{"name": "http", "containerPort": GATEWAY_PORT}],
+        "ports": [{"name": "http", "containerPort": listen}],
         "resources": {
             "requests": {"cpu": "100m", "memory": "64Mi"},
-            "limits": {"memory": "256Mi"},
+            "limits": {"memory": w.size("gateway", "mem_limit")},
         },
         # up (and in the Service) before vLLM is: it answers 503 + Retry-After meanwhile, as in
         # compose; /health through the gateway would tie its probes to vLLM's
@@ -450,10 +555,10 @@ def gateway_objects(s: Settings, merged: Mapping[str, str], o: argparse.Namespac
                     "annotations": {f"{APP}/run.sh-sha256": checksum},  # new script: new pods
                 },
                 "spec": {
-                    "securityContext": POD_SECURITY,
+                    "securityContext": pod_security(uid, gid),
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    "terminationGracePeriodSeconds": GATEWAY_GRACE_S,
+                    "terminationGracePeriodSeconds": w.grace_s("gateway"),  # open streams end
                     "containers": [container],
                     "volumes": [
                         {
@@ -476,7 +581,13 @@ def gateway_objects(s: Settings, merged: Mapping[str, str], o: argparse.Namespac
                                 "defaultMode": 0o440,
                             },
                         },
-                        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+                        {
+                            "name": "tmp",
+                            "emptyDir": {
+                                "medium": "Memory",
+                                "sizeLimit": w.tmpfs("gateway", "/tmp"),
+                            },
+                        },
                     ],
                 },
             },
@@ -489,7 +600,7 @@ def gateway_objects(s: Settings, merged: Mapping[str, str], o: argparse.Namespac
         "spec": {
             "type": o.service_type,
             "selector": labels("gateway"),
-            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http"}],
+            "ports": [{"name": "http", "port": w.published(), "targetPort": "http"}],
         },
     }
     return [configmap, deployment, service]
@@ -497,32 +608,51 @@ def gateway_objects(s: Settings, merged: Mapping[str, str], o: argparse.Namespac
 
 def manifests(env: Mapping[str, str], o: argparse.Namespace) -> list[dict]:
     """Every object, in the order `kubectl apply` should see them. Raises ManifestError."""
-    return manifests_from(variables(env, o.env_file), o)
+    return manifests_from(*read(env, o.env_file), o)
 
 
-def variables(env: Mapping[str, str], env_file: Path) -> dict[str, str]:
-    """The settings as Compose reads them (.env under the environment); the environment alone,
-    with a warning, where Compose is missing. Raises ManifestError when Compose cannot read
-    .env."""
-    p = compose.ask(compose.Compose(env_file=env_file, environ=env), services=False)
-    if p.missing:
-        print(f"k8s: warning: Compose did not run ({p.missing}); settings {p.source}",
-              file=sys.stderr)  # fmt: skip
-    elif p.error:
-        raise ManifestError(f"{p.error}; fix that line of .env")
-    return p.variables
+def read(env: Mapping[str, str], env_file: Path) -> tuple[dict[str, str], Settings, Wiring]:
+    """The settings as Compose reads them (.env under the environment), validated, and the
+    compose files as Compose resolves them with those settings. Raises ManifestError naming the
+    install where Compose is missing (never the environment alone: .env would be silently
+    ignored), the bad line where Compose cannot read .env, or the setting and the fix."""
+    c = compose.Compose(env_file=env_file, environ=env)
+    try:
+        c.require()
+    except compose.ComposeError as e:
+        raise ManifestError(str(e)) from None
+    try:
+        merged = c.variables()
+    except compose.ComposeError as e:
+        raise ManifestError(f"{e}; fix that line of .env") from None
+    s = checked(merged)  # before Compose resolves the services with them: the setting is named
+    try:
+        return merged, s, Wiring(compose.Project(merged, c.config()))
+    except compose.ComposeError as e:
+        raise ManifestError(f"{e}; fix the value it names in .env or the compose files") from None
 
 
-def manifests_from(merged: Mapping[str, str], o: argparse.Namespace) -> list[dict]:
+def checked(merged: Mapping[str, str]) -> Settings:
+    """The containers' settings, and those Compose reads that the manifests depend on."""
     try:
         s = load(serve_env(merged))
     except SettingsError as e:
         raise ManifestError(one_line(e)) from None
-    try:
-        track = load(picked(merged, ("TRACK",))).track  # a build argument: the image's tag
-    except SettingsError as e:
-        raise ManifestError(one_line(e)) from None
-    o = argparse.Namespace(**{**vars(o), "image": o.image or f"{APP}:{track}"})
+    bad = settings.problems(merged, ("TRACK", "HOST_PORT"))  # the image's tag, the Service's port
+    if bad:
+        raise ManifestError("; ".join(bad.values()))
+    limit = merged.get("SERVE_MEMORY_LIMIT", "").strip()
+    if limit and not docker_bytes(limit):
+        raise ManifestError(f"SERVE_MEMORY_LIMIT={limit!r} must be a size like 64g; fix it in .env")
+    image = merged.get("GATEWAY_IMAGE", "").strip()
+    if image and pin_images.parse_image(image) is None:
+        raise ManifestError(f"GATEWAY_IMAGE={image!r} is not an image reference; fix it in .env")
+    return s
+
+
+def manifests_from(
+    merged: Mapping[str, str], s: Settings, w: Wiring, o: argparse.Namespace
+) -> list[dict]:
     objects: list[dict] = []
     if o.create_namespace:
         restricted = {
@@ -535,7 +665,7 @@ def manifests_from(merged: Mapping[str, str], o: argparse.Namespace) -> list[dic
                 "metadata": {"name": o.namespace, "labels": {**labels("namespace"), **restricted}},
             }
         )
-    return objects + vllm_objects(s, merged, o) + gateway_objects(s, merged, o)
+    return objects + vllm_objects(s, merged, w, o) + gateway_objects(s, merged, w, o)
 
 
 # --- CLI --------------------------------------------------------------------------------------
@@ -615,16 +745,21 @@ def file_name(i: int, obj: dict) -> str:
     return f"{i:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
 
 
-def next_steps(o: argparse.Namespace, merged: Mapping[str, str], target: str) -> str:
+def shown(path: Path) -> str:
+    """A path as a user would type it here: relative below the working directory."""
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def next_steps(o: argparse.Namespace, merged: Mapping[str, str], w: Wiring, target: str) -> str:
     ns = o.namespace
-    key_file = merged.get("API_KEY_FILE") or "secrets/api_key"
+    key_file, port = shown(w.key_file()), w.published()
     lines = [
         f"k8s: next steps (namespace {ns}):",
         f"  kubectl apply -f {target}",
         f"  kubectl -n {ns} create secret generic {API_KEY_SECRET} --from-file=api_key={key_file}"
         + (
             ""
-            if Path(key_file).exists()
+            if w.key_file().exists()
             else "   # make the file first: python3 -m scripts.init_secrets"
         ),
     ]
@@ -638,7 +773,7 @@ def next_steps(o: argparse.Namespace, merged: Mapping[str, str], target: str) ->
         "   # optional: HTTPS at the gateway",
         f"  kubectl -n {ns} rollout status statefulset/{VLLM} --timeout=60m"
         "   # download, then a cold start",
-        f"  kubectl -n {ns} port-forward svc/{GATEWAY} {SERVICE_PORT}:{SERVICE_PORT}",
+        f"  kubectl -n {ns} port-forward svc/{GATEWAY} {port}:{port}",
         "The pods wait for the Secret; the image must be one the nodes can pull (--image).",
     ]
     return "\n".join(lines) + "\n"
@@ -647,14 +782,18 @@ def next_steps(o: argparse.Namespace, merged: Mapping[str, str], target: str) ->
 def main(argv: list[str] | None = None) -> int:
     o = parser().parse_args(argv)
     try:
-        merged = variables(os.environ, o.env_file)
-        objects = manifests_from(merged, o)
+        _yaml()  # before anything else: no half-done run without it
+        merged, s, w = read(os.environ, o.env_file)
+        objects = manifests_from(merged, s, w, o)
+        steps = next_steps(
+            o, merged, w, "-   # this output, piped" if o.out is None else str(o.out)
+        )
     except ManifestError as e:
         print(f"k8s: {e}", file=sys.stderr)
         return 2
     if o.out is None:
         sys.stdout.write(dump_all(objects))
-        sys.stderr.write(next_steps(o, merged, "-   # this output, piped"))
+        sys.stderr.write(steps)
         return 0
     o.out.mkdir(parents=True, exist_ok=True)
     for old in o.out.glob("[0-9][0-9]-*.yaml"):  # objects no longer made must not linger
@@ -662,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, obj in enumerate(objects):
         (o.out / file_name(i, obj)).write_text(dump_all([obj]))
     print(f"k8s: wrote {len(objects)} objects to {o.out}/")
-    print(next_steps(o, merged, str(o.out)), end="")
+    print(steps, end="")
     return 0
 
 

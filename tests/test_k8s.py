@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -107,20 +108,46 @@ def test_a_broken_manifest_fails_validation(break_it, message):
         kv.validate(broken, K8S_VERSIONS[0], strict=True)
 
 
-def test_yaml_writer_round_trips():
+def test_yaml_round_trips_and_run_sh_stays_a_literal_block():
+    """PyYAML writes the YAML: what it reads back is what was dumped, in the same key order, and
+    a multi-line string such as the ConfigMap's run.sh is a readable `|` block."""
     script = (ROOT / "gateway" / "run.sh").read_text()
+    shared = {"drop": ["ALL"]}
     tricky = {
         "words": ["yes", "No", "on", "null", "~", "y", "true", "0.90", "8", "", "-", "1e3"],
         "text": ["a: b", "#x", " lead", "trail ", "*ref", "&a", "@x", "{}", "[1]", "é", "a\tb"],
         "lines": ["one\ntwo\n", "no end\nnewline", "trailing \nspace\n", "two\n\n", "\n"],
         "nested": [{"a": [1, 2.5, True, None], "b": {}}, [], {"c": [{"d": "e"}]}],
         "nvidia.com/gpu": "4",
+        "z-last": "x " * 80,  # one line, not folded
+        "shared": [shared, shared],  # written twice, not as an &anchor and its *alias
         "script": script,
     }
-    assert yaml.safe_load(k8s.to_yaml(tricky)) == tricky
-    assert "script: |\n" in k8s.to_yaml(tricky)  # run.sh stays readable in its ConfigMap
+    text = k8s.dump_all([tricky, {"b": 1}])
+    docs = list(yaml.safe_load_all(text))
+    assert docs == [tricky, {"b": 1}] and list(docs[0]) == list(tricky)
+    assert text.startswith("---\n") and "\n---\nb: 1\n" in text
+    assert "\nscript: |\n  #!/bin/sh\n" in text  # run.sh stays readable in its ConfigMap
+    assert "\nz-last: " in text and "\n  x x" not in text
+    assert "&id0" not in text and "*id0" not in text
+    assert text.count("\n  - drop:\n      - ALL") == 2
     cm = find(objects({}), "ConfigMap")
     assert cm["data"]["run.sh"] == script
+
+
+def test_without_pyyaml_it_stops_with_one_line_naming_the_install(tmp_path):
+    """-S: no site-packages, so no PyYAML (the host's python3 without python3-yaml)."""
+    out = tmp_path / "k8s"
+    r = subprocess.run(
+        [sys.executable, "-S", "-m", "scripts.k8s", "--env-file", str(tmp_path / "no.env"),
+         "--out", str(out)],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2 and r.stdout == "" and not out.exists(), r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("k8s: PyYAML is not installed")
+    assert "sudo apt-get install python3-yaml" in r.stderr
+    assert "python3 -m pip install pyyaml" in r.stderr
 
 
 # --- what the objects say ---------------------------------------------------------------------
@@ -230,12 +257,15 @@ def test_objects_refer_to_each_other(combo):
 @pytest.mark.parametrize("combo", COMBOS)
 def test_pods_are_locked_down_and_probes_fit_a_cold_start(tmp_path, combo):
     objs = objects(COMBOS[combo])
+    services = compose_config(COMBOS[combo], tmp_path)["services"]
     ns = find(objs, "Namespace")["metadata"]["labels"]
     assert ns["pod-security.kubernetes.io/enforce"] == "restricted"
-    for kind in ("StatefulSet", "Deployment"):
+    for kind, service in (("StatefulSet", "vllm"), ("Deployment", "gateway")):
         spec = pod_spec(objs, kind)
         sc = spec["securityContext"]
-        assert sc["runAsNonRoot"] and sc["runAsUser"] == 10001 and sc["fsGroup"] == 10001
+        uid, gid = map(int, services[service]["user"].split(":"))  # compose's `user: uid:gid`
+        assert sc["runAsNonRoot"] and sc["runAsUser"] == uid > 0
+        assert sc["runAsGroup"] == sc["fsGroup"] == gid
         assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
         assert spec["automountServiceAccountToken"] is False
         assert spec["enableServiceLinks"] is False
@@ -248,7 +278,7 @@ def test_pods_are_locked_down_and_probes_fit_a_cold_start(tmp_path, combo):
     serve = spec["containers"][0]
     s = load(plain_env(serve))
     startup = serve["startupProbe"]
-    compose_start = compose_config(COMBOS[combo], tmp_path)["services"]["vllm"]["healthcheck"]
+    compose_start = services["vllm"]["healthcheck"]
     minutes = int(compose_start["start_period"].split("m")[0])  # "20m0s"
     assert startup["failureThreshold"] * startup["periodSeconds"] >= max(minutes * 60, 1800)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -261,6 +291,89 @@ def test_pods_are_locked_down_and_probes_fit_a_cold_start(tmp_path, combo):
     assert "readOnly" not in next(
         m for m in spec["initContainers"][0]["volumeMounts"] if m["mountPath"] == "/models"
     )
+
+
+OVERRIDE = """\
+services:
+  download:
+    user: "20005:20006"
+    mem_limit: 3g
+  vllm:
+    image: registry.example/qvs:custom
+    user: "20001:20002"
+    shm_size: 2g
+    stop_grace_period: 1m45s
+    tmpfs: !override ["/tmp:size=2g", "/home/vllm:size=32m,uid=20001"]
+  gateway:
+    image: registry.example/nginx:1
+    user: "20003:20004"
+    stop_grace_period: 2m
+    mem_limit: 128m
+    tmpfs: !override ["/tmp:size=16m,mode=0700"]
+    environment: {GATEWAY_LISTEN: "8181"}
+    ports: !override ["127.0.0.1:${HOST_PORT:-8000}:8181"]
+"""
+
+
+def test_the_manifests_follow_compose_yaml(tmp_path):
+    """The images, users, /dev/shm, memory limits, tmpfs sizes, grace periods and the gateway's
+    ports are written once, in compose.yaml: an override that Compose merges (COMPOSE_FILE) and
+    the settings it interpolates (HOST_PORT, SERVE_MEMORY_LIMIT) move the manifests with them."""
+    (tmp_path / "override.yaml").write_text(OVERRIDE)
+    env = {"COMPOSE_FILE": f"compose.yaml:{tmp_path / 'override.yaml'}", "HOST_PORT": "9000",
+           "SERVE_MEMORY_LIMIT": "48g", "SHUTDOWN_TIMEOUT": "50"}  # fmt: skip
+    r = generate(tmp_path, env)
+    assert r.returncode == 0, r.stderr
+    objs = list(yaml.safe_load_all(r.stdout))
+    spec = pod_spec(objs, "StatefulSet")
+    (download,), (serve,) = spec["initContainers"], spec["containers"]
+    sc = spec["securityContext"]
+    assert (sc["runAsUser"], sc["runAsGroup"], sc["fsGroup"]) == (20001, 20002, 20002)
+    assert download["securityContext"]["runAsUser"] == 20005  # its own user, in the vllm pod
+    assert download["securityContext"]["runAsGroup"] == 20006
+    assert "runAsUser" not in serve["securityContext"]  # the pod's
+    assert (download["image"], serve["image"]) == (
+        "qwen3-vllm-stack:cu124",
+        "registry.example/qvs:custom",
+    )
+    volumes = {v["name"]: v["emptyDir"]["sizeLimit"] for v in spec["volumes"] if "emptyDir" in v}
+    assert volumes == {"tmp": "2Gi", "home": "32Mi", "shm": "2Gi"}
+    assert download["resources"]["limits"]["memory"] == "3Gi"
+    assert download["resources"]["requests"]["memory"] == "3Gi"
+    assert serve["resources"]["limits"]["memory"] == "48Gi"
+    # compose's 105 s were sized for SHUTDOWN_TIMEOUT's default 30: the same 75 s beyond 50
+    assert spec["terminationGracePeriodSeconds"] == 125
+    gw = pod_spec(objs, "Deployment")
+    (nginx,) = gw["containers"]
+    sc = gw["securityContext"]
+    assert (sc["runAsUser"], sc["runAsGroup"], sc["fsGroup"]) == (20003, 20004, 20004)
+    assert gw["terminationGracePeriodSeconds"] == 120
+    assert nginx["resources"]["limits"]["memory"] == "128Mi"
+    assert [v["emptyDir"]["sizeLimit"] for v in gw["volumes"] if v["name"] == "tmp"] == ["16Mi"]
+    assert nginx["ports"] == [{"name": "http", "containerPort": 8181}]
+    assert nginx["image"] == "registry.example/nginx:1"
+    assert plain_env(nginx)["GATEWAY_LISTEN"] == "8181"
+    assert find(objs, "Service", "qwen3-gateway")["spec"]["ports"][0]["port"] == 9000
+    assert "port-forward svc/qwen3-gateway 9000:9000" in r.stderr
+    for doc in objs:  # a container's own runAsUser included
+        kv.validate(doc, K8S_VERSIONS[-1], strict=True)
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ('vllm: {user: "vllm"}', "services.vllm.user='vllm' must be a numeric uid:gid"),
+        ('gateway: {user: "0:0"}', "services.gateway.user='0:0' must be a numeric uid:gid"),
+        ("vllm: {stop_grace_period: 30s}", "services.vllm.stop_grace_period (30 s) must exceed"),
+        ("vllm: {shm_size: !reset null}", "services.vllm.shm_size is not set"),
+    ],
+)
+def test_compose_wiring_the_pods_cannot_take_stops_with_one_line(tmp_path, override, needle):
+    (tmp_path / "override.yaml").write_text(f"services:\n  {override}\n")
+    r = generate(tmp_path, {"COMPOSE_FILE": f"compose.yaml:{tmp_path / 'override.yaml'}"})
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("k8s: compose: "), r.stderr
+    assert needle in r.stderr and r.stderr.endswith("; fix compose.yaml\n"), r.stderr
 
 
 def test_no_secret_is_written(tmp_path):
@@ -294,6 +407,20 @@ def test_stdout_and_out_dir_agree(tmp_path):
     assert images == {"registry.example/qvs:cu124"}
 
 
+def test_the_readmes_out_dir_stays_out_of_git():
+    """The README's `--out k8s/` writes into the checkout: the files are the user's output (like
+    .env), so git ignores them: `git status` stays clean and `git pull` never meets them."""
+    section = (ROOT / "README.md").read_text().split("\n## Kubernetes\n", 1)[1].split("\n## ")[0]
+    dirs = set(re.findall(r"python3 -m scripts\.k8s .*--out (\S+)", section))
+    assert dirs == {"k8s/"}, dirs
+    names = [k8s.file_name(i, o) for i, o in enumerate(objects({}))]
+    for d in dirs:
+        paths = [d + name for name in names]
+        r = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT,
+                           capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert r.returncode == 0 and r.stdout.split() == paths, r.stdout + r.stderr
+
+
 @pytest.mark.parametrize(
     "env, flags, needle",
     [
@@ -307,6 +434,8 @@ def test_stdout_and_out_dir_agree(tmp_path):
         ({}, ["--replicas", "0"], "argument --replicas: '0' must be a whole number"),
         ({}, ["--models-size", "40GB"], "argument --models-size: '40GB' must be a size"),
         ({"TRACK": "cu999"}, [], "TRACK='cu999' must be one of cu124, cu130"),
+        ({"HOST_PORT": "80800"}, [], "HOST_PORT='80800' must be between 1 and 65535"),
+        ({"SERVE_MEMORY_LIMIT": "0"}, [], "SERVE_MEMORY_LIMIT='0' must be a size"),
     ],
 )
 def test_bad_input_stops_with_one_line(tmp_path, env, flags, needle):
@@ -322,15 +451,35 @@ def test_bad_env_file_line_is_named(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "line 1" in r.stderr, r.stderr
 
 
-def test_env_file_is_read_by_compose_or_not_at_all(tmp_path):
-    """.env as Compose reads it (the environment wins); without Compose, the environment alone
-    and a warning that says so."""
+def test_env_file_is_read_as_compose_reads_it(tmp_path):
+    """.env as Compose reads it: the environment wins, a comment after a value is no value."""
     (tmp_path / "no.env").write_text("MAX_MODEL_LEN=16384\nMODEL_REVISION=v1.0  # a tag\n")
     r = generate(tmp_path, {"MAX_MODEL_LEN": "4096"})
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
     assert "--max-model-len 4096 " in r.stdout
     assert "value: v1.0\n" in r.stdout and "a tag" not in r.stdout
-    r = generate(tmp_path, {"MAX_MODEL_LEN": "4096", "PATH": str(tmp_path)})  # no docker there
-    assert r.returncode == 0 and "v1.0" not in r.stdout and "--max-model-len 4096 " in r.stdout
-    assert r.stderr.startswith("k8s: warning: Compose did not run (docker: command not found); "
-                               "settings from the process environment only"), r.stderr  # fmt: skip
+
+
+@pytest.mark.parametrize("missing", ["plugin", "docker"])
+def test_without_compose_it_stops_with_one_line_and_writes_nothing(tmp_path, missing):
+    """No `docker compose` (a host with Debian's docker-compose 1.29 only, or no Docker at all):
+    .env cannot be read as Compose reads it, so nothing is made from the defaults instead."""
+    bin_dir, config = tmp_path / "bin", tmp_path / "docker-config"  # no cli-plugins/ there
+    bin_dir.mkdir()
+    env = {"PATH": str(bin_dir), "DOCKER_CONFIG": str(config)}
+    if missing == "plugin":
+        (bin_dir / "docker").symlink_to(shutil.which("docker"))
+        probe = subprocess.run(["docker", "compose", "version"], env=env, capture_output=True)
+        if probe.returncode == 0:
+            pytest.skip("a Compose plugin is installed system-wide here: no host without it")
+    (tmp_path / "no.env").write_text("MAX_MODEL_LEN=16384\n")
+    out = tmp_path / "k8s"
+    r = generate(tmp_path, env, "--out", str(out))
+    assert r.returncode == 2 and r.stdout == "" and not out.exists(), r.stdout + r.stderr
+    assert r.stderr.count("\n") == 1 and "warning" not in r.stderr, r.stderr
+    if missing == "plugin":
+        assert r.stderr.startswith("k8s: the Docker Compose plugin is missing"), r.stderr
+        assert "sudo apt-get install docker-compose-plugin" in r.stderr, r.stderr
+    else:
+        assert r.stderr.startswith("k8s: the docker command is not installed"), r.stderr
+        assert "https://docs.docker.com/engine/install/" in r.stderr, r.stderr
