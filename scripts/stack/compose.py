@@ -96,7 +96,7 @@ class Compose:
         rc, out, err = self.ask(*args, files=files, stdin=stdin)
         if rc != 0:
             self.require()  # a missing plugin is named as such, not by docker's usage text
-            shown = " ".join(a for a in self.argv(*args, files=files) if a != os.devnull)
+            shown = " ".join(self.argv(*args, files=files)).replace(f" --env-file {os.devnull}", "")
             raise ComposeError(f"`{shown}` failed: {words(rc, out, err)[:300]}")
         return out
 
