@@ -14,7 +14,7 @@ import pytest
 from scripts.doctor import collect
 from scripts.stack.compose import Compose, ComposeError
 from scripts.stack.env import EnvFile, HostEnv
-from scripts.stack.settings import BY_NAME
+from scripts.stack.settings import BY_NAME, problems
 from tests.conftest import ROOT
 from tests.test_doctor import FAIL, OK, environ, gpu_host
 
@@ -147,3 +147,25 @@ def test_serve_print_on_a_host_is_the_containers_command(tmp_path):
     assert r.stdout.rstrip().endswith("--fingerprint-mode none"), r.stdout  # vLLM 0.26.0
     r = run_host(tmp_path, "scripts.serve", "--print", env_file_text="MAX_MODEL_LEN=8k\n")
     assert r.returncode == 2 and "MAX_MODEL_LEN='8k' must be a whole number" in r.stderr
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "name, bad, good",
+    [("SERVE_MEMORY_LIMIT", ["lots", "0", "64gb", "-1g"], ["64g", "512m", "1073741824"]),
+     ("BIND_ADDRESS", ["localhost:80", "0.0.0.0:8000", "256.1.1.1"], ["127.0.0.1", "0.0.0.0", "::1"])],
+)  # fmt: skip
+def test_compose_settings_are_checked_before_compose_sees_them(name, bad, good):
+    """Compose would say "mem_limit invalid size: 'lots'" or "invalid IP address", naming neither
+    the setting nor the fix; doctor and every host command say it with the registry's words."""
+    for value in bad:
+        assert problems({name: value}, (name,)) == {
+            name: f"{name}={value!r} "
+            + (
+                "must be a size like 64g or 512m"
+                if name == "SERVE_MEMORY_LIMIT"
+                else "must be an IP address of this host, e.g. 127.0.0.1 or 0.0.0.0"
+            )
+            + "; fix it in .env"
+        }
+    assert all(problems({name: v}, (name,)) == {} for v in good)

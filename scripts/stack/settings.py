@@ -10,6 +10,7 @@ fix, before anything is downloaded or started. Standard library only.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shlex
@@ -141,6 +142,22 @@ def _urls(raw: str) -> tuple[str, ...]:
     return urls
 
 
+def _memory(raw: str) -> str:
+    """Docker's memory sizes (mem_limit): a number of bytes, or with b, k, m or g."""
+    m = re.fullmatch(r"(\d+)[bBkKmMgG]?", raw)
+    if not m or int(m.group(1)) == 0:
+        raise ValueError("must be a size like 64g or 512m")
+    return raw
+
+
+def _address(raw: str) -> str:
+    try:
+        ipaddress.ip_address(raw)
+    except ValueError:
+        raise ValueError("must be an IP address of this host, e.g. 127.0.0.1 or 0.0.0.0") from None
+    return raw
+
+
 def _size(raw: str) -> str:
     # what gateway/run.sh accepts too (tests/test_gateway_settings.py runs both): k or m, no g,
     # since the gateway holds a whole body in memory for its checks (mem_limit 256m)
@@ -250,7 +267,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("ROUTER_WORKERS", "", "router profile: replica URLs (other hosts' gateways too); empty: "
       "this host's replicas", SCALE, _urls, "router_workers", scope=ROUTER),
     S("BIND_ADDRESS", "127.0.0.1", "the gateway is published on this address only; 0.0.0.0 "
-      "exposes it to your network (then use TLS below)", ACCESS, scope=COMPOSE),
+      "exposes it to your network (then use TLS below)", ACCESS, _address, scope=COMPOSE),
     S("HOST_PORT", "8000", "the gateway's published port", ACCESS, _int_range(1, 65535),
       scope=COMPOSE),
     S("API_KEY_FILE", "./secrets/api_key", "the API keys, one per line (`python3 -m "
@@ -273,7 +290,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("SHUTDOWN_TIMEOUT", "30", "seconds vLLM lets in-flight requests finish on `docker "
       "compose stop` (grace period: 60 s)", OPS, _int_range(0, 3600), "shutdown_timeout"),
     S("SERVE_MEMORY_LIMIT", "64g", "memory limit of the vllm container (host RAM, not GPU "
-      "memory)", OPS, scope=COMPOSE),
+      "memory)", OPS, _memory, scope=COMPOSE),
     S("API_DOCS", "0", "1: vLLM also serves /openapi.json and /docs (reachable only on the "
       "internal network)", OPS, _int_range(0, 1), "api_docs"),
     S("GRAFANA_PORT", "3000", "Grafana on 127.0.0.1:GRAFANA_PORT, user admin", MONITOR,
