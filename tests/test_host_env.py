@@ -149,23 +149,19 @@ def test_serve_print_on_a_host_is_the_containers_command(tmp_path):
     assert r.returncode == 2 and "MAX_MODEL_LEN='8k' must be a whole number" in r.stderr
 
 
+MEMORY = "must be a size like 64g or 512m"
+ADDRESS = "must be an IP address of this host, e.g. 127.0.0.1 or 0.0.0.0"
+
+
 @pytest.mark.unit
 @pytest.mark.parametrize(
-    "name, bad, good",
-    [("SERVE_MEMORY_LIMIT", ["lots", "0", "64gb", "-1g"], ["64g", "512m", "1073741824"]),
-     ("BIND_ADDRESS", ["localhost:80", "0.0.0.0:8000", "256.1.1.1"], ["127.0.0.1", "0.0.0.0", "::1"])],
+    "name, why, bad, good",
+    [("SERVE_MEMORY_LIMIT", MEMORY, ["lots", "0", "64gb", "-1g"], ["64g", "512m", "1073741824"]),
+     ("BIND_ADDRESS", ADDRESS, ["localhost:80", "0.0.0.0:80", "256.1.1.1"], ["127.0.0.1", "::1"])],
 )  # fmt: skip
-def test_compose_settings_are_checked_before_compose_sees_them(name, bad, good):
+def test_compose_settings_are_checked_before_compose_sees_them(name, why, bad, good):
     """Compose would say "mem_limit invalid size: 'lots'" or "invalid IP address", naming neither
     the setting nor the fix; doctor and every host command say it with the registry's words."""
     for value in bad:
-        assert problems({name: value}, (name,)) == {
-            name: f"{name}={value!r} "
-            + (
-                "must be a size like 64g or 512m"
-                if name == "SERVE_MEMORY_LIMIT"
-                else "must be an IP address of this host, e.g. 127.0.0.1 or 0.0.0.0"
-            )
-            + "; fix it in .env"
-        }
+        assert problems({name: value}, (name,)) == {name: f"{name}={value!r} {why}; fix it in .env"}
     assert all(problems({name: v}, (name,)) == {} for v in good)
