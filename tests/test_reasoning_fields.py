@@ -1,0 +1,245 @@
+"""REASONING_FIELDS (scripts/reasoning_fields.py, a vLLM middleware): the tutorial's
+`reasoning_content` served beside today's `reasoning`, streamed and not, with the same text;
+assistant messages sent back with `reasoning_content` read as their reasoning. Through the real
+CPU vLLM (the session server runs the default, `both`), and bad input: REASONING_FIELDS=nonsense
+stops scripts.serve before vLLM starts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from scripts import reasoning_fields as rf
+from scripts.stack import settings as registry
+from scripts.stack.settings import Settings
+from scripts.stack.vllm_args import GUARD, build_args
+from tests.conftest import ROOT, cpu_env
+
+MODEL = "Qwen3-8B"
+THINK = "我想问你，5的阶乘是多少？<think>\n"  # the scripted stand-in reasons about this one
+ASK = {"model": MODEL, "messages": [{"role": "user", "content": THINK}]}
+NO_THINK = {**ASK, "chat_template_kwargs": {"enable_thinking": False}}
+NEW, OLD = "reasoning", "reasoning_content"
+
+
+# --------------------------------------------------------------------------------------------
+# the setting and the vLLM command
+
+
+@pytest.mark.unit
+def test_a_bad_value_stops_serve_before_vllm_starts(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "scripts.serve"], cwd=ROOT, capture_output=True, text=True,
+        env=cpu_env(MODELS_DIR=str(tmp_path), REASONING_FIELDS="nonsense"), timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stdout + r.stderr
+    named = [ln for ln in r.stderr.splitlines() if "REASONING_FIELDS" in ln]
+    assert named == [
+        "  REASONING_FIELDS='nonsense' must be one of both, reasoning, reasoning_content; "
+        "fix it in .env"
+    ], r.stderr
+    assert "--model" not in r.stderr, "vLLM was started: " + r.stderr  # serve prints its command
+
+
+@pytest.mark.unit
+def test_the_vllm_command_names_the_middleware_of_each_value():
+    assert registry.BY_NAME["REASONING_FIELDS"].default == "both"
+    assert set(rf.MODES) == set(registry.REASONING_FIELDS)
+    for value, cls in rf.MODES.items():
+        args = build_args(Settings(reasoning_fields=value))
+        loaded = [args[i + 1] for i, a in enumerate(args) if a == "--middleware"]
+        assert loaded == [GUARD, f"scripts.reasoning_fields.{cls.__name__}"]
+    r = subprocess.run(
+        [sys.executable, "-m", "scripts.serve", "--print"], cwd=ROOT, capture_output=True,
+        text=True, env=cpu_env(REASONING_FIELDS="reasoning_content", LOAD_FORMAT="dummy"),
+        timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "--middleware scripts.reasoning_fields.ReasoningContent" in r.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# the rewrites, on the bytes vLLM writes
+
+
+# a chunk as vLLM 0.32.0 streams it (model_dump_json: compact, UTF-8), with a reasoning text
+# that holds what could confuse a rewrite: quotes, backslashes, the key itself, a newline
+TRICKY = 'a "quote", a \\ backslash, "reasoning":"x" and 阶乘\n'
+CHUNK = (
+    '{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"Qwen3-8B",'
+    '"choices":[{"index":0,"delta":{"reasoning":' + json.dumps(TRICKY, ensure_ascii=False)
+    + '},"logprobs":null,"finish_reason":null},{"index":1,"delta":{"content":"x"}}],'
+    '"usage":{"completion_tokens_details":{"reasoning_tokens":3}}}'
+).encode()  # fmt: skip
+
+
+@pytest.mark.unit
+def test_both_copies_each_reasoning_value_byte_for_byte():
+    out = rf.both(CHUNK)
+    doc = json.loads(out)
+    delta = doc["choices"][0]["delta"]
+    assert delta == {NEW: TRICKY, OLD: TRICKY}
+    assert doc["choices"][1]["delta"] == {"content": "x"}
+    assert doc["usage"] == {"completion_tokens_details": {"reasoning_tokens": 3}}
+    value = json.dumps(TRICKY, ensure_ascii=False).encode()
+    assert out == CHUNK.replace(value, value + b',"reasoning_content":' + value)
+    message = b'{"message":{"role":"assistant","reasoning":null,"content":"5! = 120"}}'
+    assert json.loads(rf.both(message))["message"][OLD] is None  # no thinking: null, as vLLM 0.8
+    assert rf.both(b'{"content":"no reasoning here"}') == b'{"content":"no reasoning here"}'
+
+
+@pytest.mark.unit
+def test_old_name_renames_the_key_only():
+    doc = json.loads(rf.old_name(CHUNK))
+    assert doc["choices"][0]["delta"] == {OLD: TRICKY}
+    assert doc["usage"] == {"completion_tokens_details": {"reasoning_tokens": 3}}
+
+
+@pytest.mark.unit
+def test_request_reasoning_content_becomes_reasoning():
+    body = {"model": MODEL, "messages": [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "", OLD: "thought"},
+        {"role": "assistant", "content": "", OLD: "old", NEW: "new"},  # vLLM's rule: reasoning wins
+        {"role": "user", "content": "x", OLD: "not an assistant's"},
+    ]}  # fmt: skip
+    out = json.loads(rf.request_reasoning(json.dumps(body).encode()))
+    assert out["messages"][1] == {"role": "assistant", "content": "", NEW: "thought"}
+    assert out["messages"][2] == {"role": "assistant", "content": "", NEW: "new"}
+    assert out["messages"][3] == body["messages"][3]
+    assert rf.request_reasoning(json.dumps(ASK).encode()) is None  # passed on untouched
+
+
+def run_asgi(middleware, app, body: bytes, path: str = rf.CHAT) -> tuple[list[dict], dict]:
+    """One POST through `middleware(app)`: (the messages sent, what the app received)."""
+    seen, sent = {}, []
+    scope = {"type": "http", "method": "POST", "path": path,
+             "headers": [(b"content-length", str(len(body)).encode())]}  # fmt: skip
+    incoming = [{"type": "http.request", "body": body[:5], "more_body": True},
+                {"type": "http.request", "body": body[5:], "more_body": False}]  # fmt: skip
+
+    async def receive():
+        return incoming.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    async def recording(scope, receive, send):
+        seen["headers"], seen["body"] = dict(scope["headers"]), b""
+        while True:
+            message = await receive()
+            seen["body"] += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await app(scope, receive, send)
+
+    asyncio.run(middleware(recording)(scope, receive, send))
+    return sent, seen
+
+
+SSE = [(b"content-type", b"text/event-stream; charset=utf-8")]
+
+
+def sse_app(pieces: list[bytes]):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": SSE})
+        for i, piece in enumerate(pieces):
+            await send({"type": "http.response.body", "body": piece,
+                        "more_body": i < len(pieces) - 1})  # fmt: skip
+
+    return app
+
+
+@pytest.mark.unit
+def test_a_streamed_event_split_across_sends_is_rewritten_whole():
+    stream = b"data: " + CHUNK + b"\n\ndata: " + CHUNK + b"\n\ndata: [DONE]\n\n"
+    cut = stream.index(b"quote")  # inside the first reasoning value
+    for mode, rewrite in ((rf.Both, rf.both), (rf.ReasoningContent, rf.old_name)):
+        sent, _ = run_asgi(mode, sse_app([stream[:cut], stream[cut:]]), json.dumps(ASK).encode())
+        assert b"".join(m.get("body", b"") for m in sent) == rewrite(stream)
+    sent, _ = run_asgi(rf.Reasoning, sse_app([stream[:cut], stream[cut:]]), b"{}")
+    assert b"".join(m.get("body", b"") for m in sent) == stream
+
+
+@pytest.mark.unit
+def test_the_request_reaches_vllm_with_reasoning_and_its_length():
+    body = json.dumps({**ASK, "messages": [{"role": "assistant", "content": "a", OLD: "r"},
+                                           *ASK["messages"]]}).encode()  # fmt: skip
+    for mode in rf.MODES.values():  # every value: clients of the tutorial send it back
+        _, seen = run_asgi(mode, sse_app([b""]), body)
+        assert json.loads(seen["body"])["messages"][0] == {"role": "assistant", "content": "a",
+                                                          NEW: "r"}  # fmt: skip
+        assert seen["headers"][b"content-length"] == str(len(seen["body"])).encode()
+
+
+# --------------------------------------------------------------------------------------------
+# the real vLLM (the session server: REASONING_FIELDS=both, the default)
+
+
+@pytest.fixture(scope="module")
+def http(vllm_server):
+    with httpx.Client(base_url=vllm_server["base_url"], timeout=300,
+                      headers={"Authorization": f"Bearer {vllm_server['key']}"}) as c:  # fmt: skip
+        yield c
+
+
+def streamed(http: httpx.Client, body: dict) -> list[dict]:
+    """The deltas of a streamed chat answer, in order."""
+    with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+        assert r.status_code == 200, r.read()
+        lines = [ln[6:] for ln in r.iter_lines() if ln.startswith("data: {")]
+    return [c["choices"][0]["delta"] for c in map(json.loads, lines) if c["choices"]]
+
+
+@pytest.mark.e2e
+def test_both_fields_carry_the_same_reasoning(http):
+    r = http.post("/v1/chat/completions", json=ASK)
+    assert r.status_code == 200, r.text
+    m = r.json()["choices"][0]["message"]
+    assert m[OLD] and m[OLD] == m[NEW], m
+    assert m[OLD] not in m["content"] and "</think>" not in m["content"] and "120" in m["content"]
+    deltas = streamed(http, ASK)
+    with_reasoning = [d for d in deltas if NEW in d or OLD in d]
+    assert len(with_reasoning) > 2, deltas  # the reasoning streamed in pieces
+    assert all(d[OLD] == d[NEW] for d in with_reasoning), with_reasoning
+    assert "".join(d[OLD] for d in with_reasoning) == m[OLD]  # the same text, streamed or not
+    print(f"\nreasoning: {len(m[OLD])} characters under both names, in {len(with_reasoning)} "
+          f"streamed deltas")  # fmt: skip
+
+
+@pytest.mark.e2e
+def test_no_thinking_has_neither_field(http):
+    m = http.post("/v1/chat/completions", json=NO_THINK).json()["choices"][0]["message"]
+    assert m[NEW] is None and m[OLD] is None, m  # null, as vLLM (and the tutorial's) write it
+    assert not any(NEW in d or OLD in d for d in streamed(http, NO_THINK))
+
+
+def prompt_tokens(http: httpx.Client, assistant: dict) -> int:
+    """A tool-call loop (the one place Qwen3's template keeps an earlier turn's reasoning: after
+    the last user message) whose assistant turn is `assistant`."""
+    weather = json.loads((ROOT / "smoke" / "requests.json").read_text())["weather"]
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}  # fmt: skip
+    body = {"model": MODEL, "max_tokens": 1, "tools": weather["tools"], "messages": [
+        {"role": "user", "content": weather["question"]},
+        {"role": "assistant", "content": "", "tool_calls": [call], **assistant},
+        {"role": "tool", "tool_call_id": "call_1", "content": json.dumps(weather["result"])},
+    ]}  # fmt: skip
+    r = http.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()["usage"]["prompt_tokens"]
+
+
+@pytest.mark.e2e
+def test_reasoning_content_sent_back_is_read_as_reasoning(http):
+    thought = "The user wants the weather in Paris, so I call get_weather."
+    without = prompt_tokens(http, {})
+    as_new, as_old = prompt_tokens(http, {NEW: thought}), prompt_tokens(http, {OLD: thought})
+    print(f"\ntool loop prompt tokens: no reasoning {without}, reasoning {as_new}, "
+          f"reasoning_content {as_old}")  # fmt: skip
+    assert as_new > without and as_old == as_new
