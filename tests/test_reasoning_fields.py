@@ -1,8 +1,9 @@
 """REASONING_FIELDS (scripts/reasoning_fields.py, a vLLM middleware): the tutorial's
 `reasoning_content` served beside today's `reasoning`, streamed and not, with the same text;
 assistant messages sent back with `reasoning_content` read as their reasoning. Through the real
-CPU vLLM (the session server runs the default, `both`), and bad input: REASONING_FIELDS=nonsense
-stops scripts.serve before vLLM starts."""
+CPU vLLM (the session server runs the default, `both`; one more server for each other value, the
+smoke suite against it), and bad input: REASONING_FIELDS=nonsense stops scripts.serve before vLLM
+starts."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from scripts import reasoning_fields as rf
 from scripts.stack import settings as registry
 from scripts.stack.settings import Settings
 from scripts.stack.vllm_args import GUARD, build_args
-from tests.conftest import ROOT, cpu_env
+from tests.conftest import ROOT, assert_smoke_passed, cpu_env, cpu_server, smoke_verdict
+from tests.test_e2e import run_smoke
 
 MODEL = "Qwen3-8B"
 THINK = "我想问你，5的阶乘是多少？<think>\n"  # the scripted stand-in reasons about this one
@@ -243,3 +245,53 @@ def test_reasoning_content_sent_back_is_read_as_reasoning(http):
     print(f"\ntool loop prompt tokens: no reasoning {without}, reasoning {as_new}, "
           f"reasoning_content {as_old}")  # fmt: skip
     assert as_new > without and as_old == as_new
+
+
+# --------------------------------------------------------------------------------------------
+# the other values, each on a server of its own (started one after the other)
+
+
+@pytest.fixture(scope="module")
+def server_with(request, tmp_path_factory, served_models):
+    """A CPU vLLM server with REASONING_FIELDS=request.param."""
+    work = tmp_path_factory.mktemp(f"server-{request.param}")
+    with cpu_server(work, served_models, REASONING_FIELDS=request.param) as server:
+        yield server
+
+
+TUTORIAL_CHECKS = {f"{way}: {name}" for way in ("curl", "sdk") for name in (
+    "chat (thinking): reasoning_content, apart from the content, as the tutorial prints it",
+    "chat (streaming): reasoning_content deltas, as the tutorial's clients read them",
+)}  # fmt: skip
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("server_with", ["reasoning"], indirect=True)
+def test_reasoning_alone_fails_the_tutorials_checks(server_with):
+    """REASONING_FIELDS=reasoning: vLLM's answer as it is, without `reasoning_content`. The smoke
+    suite's tutorial checks fail against it; told the setting, it skips them and says why."""
+    r = run_smoke(server_with, "-k", "reasoning_content")
+    failed = {ln[5:].strip() for ln in r.stdout.splitlines() if ln.startswith("FAIL ")}
+    assert r.returncode != 0 and failed == TUTORIAL_CHECKS, r.stdout[-4000:]
+    assert "ok   curl: chat (no thinking): no reasoning_content" in r.stdout
+    r = run_smoke(server_with, SMOKE_REASONING_FIELDS="reasoning")
+    verdict = smoke_verdict(r.stdout)
+    assert r.returncode == 0 and verdict["failed"] == "0", r.stdout[-4000:]
+    assert set(verdict["skipped"].split("; ")) == {
+        f"{c} (SMOKE_REASONING_FIELDS=reasoning)" for c in TUTORIAL_CHECKS
+    }, verdict["skipped"]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("server_with", ["reasoning_content"], indirect=True)
+def test_reasoning_content_alone_is_the_tutorials_answer(server_with):
+    with httpx.Client(base_url=server_with["base_url"], timeout=300,
+                      headers={"Authorization": f"Bearer {server_with['key']}"}) as c:  # fmt: skip
+        m = c.post("/v1/chat/completions", json=ASK).json()["choices"][0]["message"]
+        deltas = streamed(c, ASK)
+    assert m[OLD] and NEW not in m, m
+    assert "".join(d.get(OLD) or "" for d in deltas) == m[OLD]
+    assert not any(NEW in d for d in deltas), deltas
+    r = run_smoke(server_with, SMOKE_REASONING_FIELDS="reasoning_content")
+    assert r.returncode == 0, r.stdout[-4000:]
+    assert_smoke_passed(r.stdout, url=None)  # every check, the tutorial's among them
