@@ -1,6 +1,6 @@
 """An ASGI middleware for vLLM's OpenAI server, one class per REASONING_FIELDS value
 (`--middleware scripts.reasoning_fields.Both`, added by scripts/stack/vllm_args.py): the
-tutorial's `reasoning_content` served by today's vLLM.
+tutorial's `reasoning_content` served by today's vLLM, and a 404 that names the served model.
 
 What vLLM sends (read from the source of each version the bundle ships): 0.19.1, 0.26.0 and
 0.32.0 put the reasoning in `reasoning` only, in `message` and in each streamed `delta`;
@@ -21,6 +21,10 @@ Requests to /v1/chat/completions: an assistant message's `reasoning_content` is 
 assistant turns after the last user message: a tool-call loop). vLLM 0.26 and later do that
 themselves (PR #42664); 0.19.1 drops the field (it reads `reasoning` only), and so did the
 tutorial's vLLM before the template (vLLM PR #20505 and #21655 on the stripping).
+
+A model name that is not served: vLLM answers 404 naming only the name asked for (0.19.1,
+0.26.0; 0.32.0 adds "Valid aliases"); this answers, on every version, vLLM's 404 with a message
+that names both and the fix.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import json
 import re
 
 CHAT = "/v1/chat/completions"
+MODEL_PATHS = (CHAT, "/v1/completions", "/v1/responses")  # what vLLM 404s on with param=model
 MAX_BODY = 64 * 1024 * 1024  # larger request bodies pass through unread (the gateway caps them)
 KEY = b'"reasoning"'
 # `"reasoning":` and its value (a JSON string or null) as vLLM wrote them
@@ -71,6 +76,30 @@ def request_reasoning(body: bytes) -> bytes | None:
     return json.dumps(doc, ensure_ascii=False).encode() if changed else None
 
 
+def served_names(scope) -> list[str]:
+    """The names vLLM serves its model under (--served-model-name), from the app's state."""
+    models = getattr(getattr(scope.get("app"), "state", None), "openai_serving_models", None)
+    return [m.name for m in getattr(models, "base_model_paths", None) or ()]
+
+
+def model_error(answer: bytes, request: bytes, served: list[str]) -> bytes | None:
+    """vLLM's 404 for a model it does not serve, with a message naming the model asked for and
+    the served one(s); None for any other 404."""
+    try:
+        doc, asked = json.loads(answer), json.loads(request).get("model")
+    except (ValueError, AttributeError):
+        return None
+    err = doc.get("error") if isinstance(doc, dict) else None
+    if not isinstance(err, dict) or err.get("param") != "model" or not served:
+        return None
+    names = ", ".join(f"`{n}`" for n in served)
+    err["message"] = (
+        f"The model `{asked}` does not exist: this server serves {names} (SERVED_MODEL_NAME); "
+        f'send "model": "{served[0]}"'
+    )
+    return json.dumps(doc).encode()
+
+
 def _header(headers, name: bytes) -> bytes:
     return next((v for k, v in headers if k.lower() == name), b"")
 
@@ -82,7 +111,8 @@ class _ReasoningFields:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != CHAT:
+        path = scope.get("path")
+        if scope["type"] != "http" or scope["method"] != "POST" or path not in MODEL_PATHS:
             await self.app(scope, receive, send)
             return
         received, chunks, size = [], [], 0
@@ -97,7 +127,7 @@ class _ReasoningFields:
                 break
         whole = received[-1]["type"] == "http.request" and not received[-1].get("more_body")
         body = b"".join(chunks) if whole else b""
-        if whole and (new := request_reasoning(body)) is not None:
+        if whole and path == CHAT and (new := request_reasoning(body)) is not None:
             received = [{"type": "http.request", "body": new, "more_body": False}]
             headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
             scope = {**scope, "headers": [*headers, (b"content-length", str(len(new)).encode())]}
@@ -105,23 +135,25 @@ class _ReasoningFields:
         async def replay():
             return received.pop(0) if received else await receive()
 
-        rewrite = self.rewrite
+        rewrite = self.rewrite if path == CHAT else None
         held: dict | None = None  # the response start, while a whole JSON body is read
         parts: list[bytes] = []
-        kind = ""  # "sse": rewrite each event; "json": the whole body
+        kind = ""  # "sse": rewrite each event; "json": the whole body; "404": maybe the model
         tail = b""  # the end of a streamed event that has not come whole yet
 
         async def send_rewritten(message):
             nonlocal held, kind, tail
             if message["type"] == "http.response.start":
                 status, ctype = message["status"], _header(message["headers"], b"content-type")
-                if rewrite is None or status != 200:
+                if status == 404 and whole and ctype.startswith(b"application/json"):
+                    kind = "404"
+                elif rewrite is None or status != 200:
                     kind = ""
                 elif ctype.startswith(b"text/event-stream"):
                     kind = "sse"
                 elif ctype.startswith(b"application/json"):
                     kind = "json"
-                if kind == "json":
+                if kind in ("json", "404"):
                     held = message
                     return
                 await send(message)
@@ -141,7 +173,11 @@ class _ReasoningFields:
             parts.append(data)
             if more:
                 return
-            out = rewrite(b"".join(parts))
+            whole_answer = b"".join(parts)
+            if kind == "json":
+                out = rewrite(whole_answer)
+            else:
+                out = model_error(whole_answer, body, served_names(scope)) or whole_answer
             headers = [(k, v) for k, v in held["headers"] if k.lower() != b"content-length"]
             headers.append((b"content-length", str(len(out)).encode()))
             await send({**held, "headers": headers})

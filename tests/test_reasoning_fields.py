@@ -1,9 +1,10 @@
 """REASONING_FIELDS (scripts/reasoning_fields.py, a vLLM middleware): the tutorial's
 `reasoning_content` served beside today's `reasoning`, streamed and not, with the same text;
-assistant messages sent back with `reasoning_content` read as their reasoning. Through the real
-CPU vLLM (the session server runs the default, `both`; one more server for each other value, the
-smoke suite against it), and bad input: REASONING_FIELDS=nonsense stops scripts.serve before vLLM
-starts."""
+assistant messages sent back with `reasoning_content` read as their reasoning; a model name that
+is not served answered with a 404 naming it and the served one. Through the real CPU vLLM (the
+session server runs the default, `both`; one more server for each other value, the smoke suite
+against it) and the gateway, and bad input: REASONING_FIELDS=nonsense stops scripts.serve before
+vLLM starts."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import subprocess
 import sys
 
 import httpx
+import openai
 import pytest
 
 from scripts import reasoning_fields as rf
@@ -21,6 +23,7 @@ from scripts.stack.settings import Settings
 from scripts.stack.vllm_args import GUARD, build_args
 from tests.conftest import ROOT, assert_smoke_passed, cpu_env, cpu_server, smoke_verdict
 from tests.test_e2e import run_smoke
+from tests.test_gateway import Gateway, nginx_or_skip
 
 MODEL = "Qwen3-8B"
 THINK = "我想问你，5的阶乘是多少？<think>\n"  # the scripted stand-in reasons about this one
@@ -295,3 +298,68 @@ def test_reasoning_content_alone_is_the_tutorials_answer(server_with):
     r = run_smoke(server_with, SMOKE_REASONING_FIELDS="reasoning_content")
     assert r.returncode == 0, r.stdout[-4000:]
     assert_smoke_passed(r.stdout, url=None)  # every check, the tutorial's among them
+
+
+# --------------------------------------------------------------------------------------------
+# what clients get wrong: a model that is not served
+
+
+@pytest.fixture(scope="module")
+def gateway(vllm_server, tmp_path_factory):
+    nginx_or_skip()
+    gw = Gateway(tmp_path_factory.mktemp("gateway-22"), vllm_server["base_url"][7:],
+                 [vllm_server["key"].strip()]).start()  # fmt: skip
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def assert_names_both_models(r: httpx.Response, asked: str) -> None:
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/json"), r
+    err = r.json()["error"]
+    assert (err["type"], err["param"], err["code"]) == ("NotFoundError", "model", 404), err
+    assert err["message"] == (f'The model `{asked}` does not exist: this server serves `{MODEL}` '
+                              f'(SERVED_MODEL_NAME); send "model": "{MODEL}"'), err  # fmt: skip
+
+
+@pytest.mark.unit
+def test_the_404_names_the_served_model_whatever_vllm_wrote():
+    want = ('The model `x` does not exist: this server serves `Qwen3-8B` (SERVED_MODEL_NAME); '
+            'send "model": "Qwen3-8B"')  # fmt: skip
+    # vLLM 0.19.1 and 0.26.0; 0.32.0
+    for says in (
+        "The model `x` does not exist.",
+        "The model `x` does not exist. Valid aliases: a.",
+    ):
+        answer = {
+            "error": {"message": says, "type": "NotFoundError", "param": "model", "code": 404}
+        }
+        out = rf.model_error(json.dumps(answer).encode(), b'{"model": "x"}', [MODEL])
+        assert json.loads(out) == {"error": {**answer["error"], "message": want}}
+    lora = {"error": {"message": "LoRA adapter y does not exist", "type": "NotFoundError",
+                      "param": None, "code": 404}}  # fmt: skip
+    assert rf.model_error(json.dumps(lora).encode(), b'{"model": "x"}', [MODEL]) is None
+
+
+@pytest.mark.e2e
+def test_a_model_that_is_not_served_is_a_404_naming_it_and_the_served_one(vllm_server, gateway):
+    """The tutorial's last script asks for Qwen3-8B-Qwen-7B: vLLM 0.19.1 and 0.26.0 answer 404
+    naming only that; here every version names the served model too, through the gateway and
+    not, streamed or not, and the openai SDK raises NotFoundError with that message."""
+    asked = "Qwen3-8B-Qwen-7B"
+    for base, key in ((vllm_server["base_url"], vllm_server["key"]),
+                      (gateway.url, gateway.keys[0])):  # fmt: skip
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"},
+                          timeout=120) as c:  # fmt: skip
+            chat = {"model": asked, "messages": [{"role": "user", "content": "什么是深度学习？"}]}
+            assert_names_both_models(c.post("/v1/chat/completions", json=chat), asked)
+            assert_names_both_models(
+                c.post("/v1/chat/completions", json={**chat, "stream": True}), asked
+            )
+            r = c.post("/v1/completions", json={"model": "x", "prompt": "hi", "max_tokens": 1})
+            assert_names_both_models(r, "x")
+        client = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
+        with pytest.raises(openai.NotFoundError) as e:
+            client.chat.completions.create(model=asked, messages=chat["messages"])
+        assert f"this server serves `{MODEL}`" in str(e.value), e.value
