@@ -301,7 +301,7 @@ def test_reasoning_content_alone_is_the_tutorials_answer(server_with):
 
 
 # --------------------------------------------------------------------------------------------
-# what clients get wrong: a model that is not served
+# what clients get wrong: a model that is not served, a base URL ending in a slash
 
 
 @pytest.fixture(scope="module")
@@ -363,3 +363,22 @@ def test_a_model_that_is_not_served_is_a_404_naming_it_and_the_served_one(vllm_s
         with pytest.raises(openai.NotFoundError) as e:
             client.chat.completions.create(model=asked, messages=chat["messages"])
         assert f"this server serves `{MODEL}`" in str(e.value), e.value
+
+
+@pytest.mark.e2e
+def test_a_doubled_slash_is_the_route_it_doubles(gateway):
+    """A base URL ending in a slash (http://host:8000/v1/) makes /v1//models (Open WebUI #12117):
+    the gateway serves it as /v1/models (merge_slashes), JSON as every answer, never a page."""
+    with httpx.Client(base_url=gateway.url, headers=gateway.auth(), timeout=120) as c:
+        models = c.get(gateway.url + "/v1//models")
+        assert models.status_code == 200 and models.json()["data"][0]["id"] == MODEL, models.text
+        chat = c.post(gateway.url + "/v1//chat/completions", json={**ASK, "max_tokens": 4})
+        assert chat.status_code == 200 and chat.json()["object"] == "chat.completion", chat.text
+        done = c.post(gateway.url + "//v1//completions",
+                      json={"model": MODEL, "prompt": THINK, "max_tokens": 2})  # fmt: skip
+        assert done.status_code == 200 and done.json()["object"] == "text_completion", done.text
+        for path, status in (("/v1//nothing", 404), ("/v1//models/", 404)):
+            r = c.get(gateway.url + path)
+            assert r.status_code == status and r.json()["error"]["code"] == status, r.text
+        r = httpx.get(gateway.url + "/v1//models", timeout=60)  # no key
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
