@@ -382,3 +382,20 @@ def test_a_doubled_slash_is_the_route_it_doubles(gateway):
             assert r.status_code == status and r.json()["error"]["code"] == status, r.text
         r = httpx.get(gateway.url + "/v1//models", timeout=60)  # no key
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+
+
+# --------------------------------------------------------------------------------------------
+# the benchmark runs and checks what it measures (its figures are printed, never asserted)
+
+
+@pytest.mark.unit
+def test_the_benchmark_prints_its_figures():
+    r = subprocess.run(
+        [sys.executable, "-m", "bench.reasoning_fields", "--requests", "3", "--http-requests", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    print("\n" + r.stdout)
+    for mode in rf.MODES:
+        assert sum(ln.split()[:1] == [mode] for ln in r.stdout.splitlines()) == 2, r.stdout
+    assert "load average" in r.stdout
