@@ -6,6 +6,9 @@ Settings (all optional; the same in CI, the smoke container and on GPUs):
   SMOKE_API_KEY or SMOKE_API_KEY_FILE           the key (a file's first key), if the server has one
   SMOKE_CHECK_ANSWERS=0                         skip the answer-text checks (dummy weights)
   SMOKE_MAX_TOKENS                              cap every answer (default 4096 thinking, 1024 not)
+  SMOKE_REASONING_FIELDS=both                   the server's REASONING_FIELDS: both, reasoning
+                                                (no `reasoning_content`: its checks are skipped)
+                                                or reasoning_content (no `reasoning`)
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ LONG = int(os.environ.get("SMOKE_MAX_TOKENS") or 4096)  # thinking answers
 SHORT = int(os.environ.get("SMOKE_MAX_TOKENS") or 1024)
 TIMEOUT = 900  # one answer, in seconds (a thinking answer on a slow GPU)
 REQUESTS = json.loads((Path(__file__).parent / "requests.json").read_text())
+FIELDS = os.environ.get("SMOKE_REASONING_FIELDS") or "both"
 SDK_EXTRA = ("top_k", "min_p", "chat_template_kwargs")  # vLLM's own fields: extra_body in the SDK
 
 
@@ -154,5 +158,7 @@ def message(r: dict) -> dict:
 
 
 def reasoning(m: dict) -> str | None:
-    """Today's vLLM sends `reasoning`; servers from the tutorial's time `reasoning_content`."""
-    return m.get("reasoning") or m.get("reasoning_content")
+    """The reasoning of a message or delta: today's field, `reasoning`, or the tutorial's,
+    `reasoning_content`, where the server sends only that (SMOKE_REASONING_FIELDS). One field,
+    never either: a server that left out the one it should send fails."""
+    return m.get("reasoning_content" if FIELDS == "reasoning_content" else "reasoning")

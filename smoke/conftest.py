@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from api import ANSWERS, BASE, KEY, MODEL, SDK, Curl
+from api import ANSWERS, BASE, FIELDS, KEY, MODEL, SDK, Curl
 
 _RESULTS: dict[str, tuple[str, str]] = {}  # check name -> (outcome, skip reason)
 
@@ -58,6 +58,14 @@ def answers():
     """Checks of the answer's text: skipped for dummy weights."""
     if not ANSWERS:
         pytest.skip("SMOKE_CHECK_ANSWERS=0")
+
+
+@pytest.fixture
+def tutorial_field():
+    """Checks of the tutorial's `reasoning_content`: skipped where the server is told to leave it
+    out (REASONING_FIELDS=reasoning)."""
+    if FIELDS == "reasoning":
+        pytest.skip("SMOKE_REASONING_FIELDS=reasoning")
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from api import LONG, MODEL, REQUESTS, SHORT, HTTPError, message, only, reasoning
+from api import FIELDS, LONG, MODEL, REQUESTS, SHORT, HTTPError, message, only, reasoning
 
 PROMPT = REQUESTS["prompt"]
 WEATHER = REQUESTS["weather"]
@@ -61,9 +61,24 @@ def test_thinking_answer(api, answers):
     assert "</think>" not in (m["content"] or "") and "120" in m["content"]
 
 
+def test_thinking_reasoning_content(api, answers, tutorial_field):
+    """chat (thinking): reasoning_content, apart from the content, as the tutorial prints it"""
+    m = message(api.chat(THINKING))
+    text, content = m.get("reasoning_content"), m["content"] or ""
+    assert isinstance(text, str) and text.strip(), f"no reasoning_content; the message has {m}"
+    assert "</think>" not in content and text.strip() not in content
+    if FIELDS == "both":
+        assert text == m.get("reasoning"), "reasoning_content and reasoning differ"
+
+
 def test_no_thinking_has_no_reasoning(api):
     """chat (no thinking): no reasoning"""
     assert not reasoning(message(api.chat(NO_THINKING)))
+
+
+def test_no_thinking_has_no_reasoning_content(api):
+    """chat (no thinking): no reasoning_content"""
+    assert not message(api.chat(NO_THINKING)).get("reasoning_content")
 
 
 def test_no_thinking_answer(api, answers):
@@ -106,6 +121,16 @@ def test_stream_answer(api, answers):
     assert "reasoning" in kinds and "content" in kinds
     assert "reasoning" not in kinds[kinds.index("content") :], "reasoning arrived after content"
     assert "120" in content
+
+
+def test_stream_reasoning_content(api, answers, tutorial_field):
+    """chat (streaming): reasoning_content deltas, as the tutorial's clients read them"""
+    chunks, _ = api.chat_stream(STREAM)
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert "".join(d.get("reasoning_content") or "" for d in deltas).strip(), "none streamed"
+    if FIELDS == "both":
+        differ = [d for d in deltas if d.get("reasoning_content") != d.get("reasoning")]
+        assert not differ, f"deltas whose reasoning_content and reasoning differ: {differ[:3]}"
 
 
 def test_tools_accepted(api):

@@ -3,6 +3,7 @@ test session (fake hub -> scripts.download -> scripts.serve)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -30,6 +31,10 @@ SMOKE_CHECKS = [
         "chat (thinking): reasoning separated from the content, which says 120",
         "chat (no thinking): the answer says 120",
         "chat (streaming): reasoning arrives before the content, which says 120",
+        # the tutorial's field (REASONING_FIELDS=both, the default)
+        "chat (thinking): reasoning_content, apart from the content, as the tutorial prints it",
+        "chat (no thinking): no reasoning_content",
+        "chat (streaming): reasoning_content deltas, as the tutorial's clients read them",
         "tool call: get_weather is called for Paris",
         "tool call: the tool's result is answered in text",
         "a wrong key: 401",
@@ -136,20 +141,20 @@ def served_models(tmp_path_factory, hub) -> Path:
     return models
 
 
-@pytest.fixture(scope="session")
-def vllm_server(tmp_path_factory, served_models, request):
-    """The real vLLM OpenAI server (CPU build) on the scripted stand-in, with an API key."""
-    work = tmp_path_factory.mktemp("server")
+@contextlib.contextmanager
+def cpu_server(work: Path, models: Path, **env: str):
+    """The real vLLM OpenAI server (CPU build) through scripts.serve on the stand-in in `models`,
+    with an API key and these settings; yields its URL, key and log, stops it after."""
     key_file = work / "api_key"
     key_file.write_text(secrets.token_hex(16))
     port = free_port()
     log = work / "vllm.log"
     env = cpu_env(
-        MODELS_DIR=str(served_models),
+        MODELS_DIR=str(models),
         SERVE_HOST="127.0.0.1",
         SERVE_PORT=str(port),
         API_KEY_FILE=str(key_file),
-        API_DOCS="1",  # /openapi.json: the gateway tests read every route vLLM registers
+        **env,
     )
     t0 = time.monotonic()
     with open(log, "w") as out:
@@ -179,8 +184,20 @@ def vllm_server(tmp_path_factory, served_models, request):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if request.session.testsfailed:
-            print(f"\n--- vLLM server log (tail) ---\n{log.read_text(errors='replace')[-6000:]}")
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory, served_models, request):
+    """The real vLLM OpenAI server (CPU build) on the scripted stand-in, with an API key."""
+    work = tmp_path_factory.mktemp("server")
+    # API_DOCS: /openapi.json, the gateway tests read every route vLLM registers
+    with cpu_server(work, served_models, API_DOCS="1") as server:
+        try:
+            yield server
+        finally:
+            if request.session.testsfailed:
+                log = server["log"].read_text(errors="replace")[-6000:]
+                print(f"\n--- vLLM server log (tail) ---\n{log}")
 
 
 @pytest.hookimpl(hookwrapper=True)

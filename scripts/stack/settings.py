@@ -38,6 +38,9 @@ GATEWAY_IMAGE = "nginxinc/nginx-unprivileged:1.27-alpine@sha256:65e3e85dbaed8ba2
 ROUTER_POLICIES = ("round_robin", "power_of_two", "cache_aware", "consistent_hash", "random")
 LOAD_FORMATS = ("auto", "safetensors", "dummy")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+# where answers carry the reasoning (scripts/reasoning_fields.py): vLLM >= 0.17 `reasoning`, the
+# tutorial's vLLM `reasoning_content`
+REASONING_FIELDS = ("both", "reasoning", "reasoning_content")
 
 
 class SettingsError(ValueError):
@@ -244,8 +247,15 @@ SETTINGS: tuple[Setting, ...] = (
       "checkpoint, 9.4 GB of weights; awq its 4-bit AWQ checkpoint, 6.1 GB; the others bf16, "
       "16.4 GB; bench/README.md has the measurements, scripts/stack/profiles.py the flags)",
       SERVING, _choice(PROFILES), "profile"),
-    S("REASONING_PARSER", "qwen3", "`qwen3` moves Qwen3's thinking into the `reasoning` field; "
-      "empty disables", SERVING, _parser_name, "reasoning_parser"),
+    S("REASONING_PARSER", "qwen3", "`qwen3` moves Qwen3's thinking out of the answer's "
+      "`content` into the reasoning field(s) below; empty disables", SERVING, _parser_name,
+      "reasoning_parser"),
+    S("REASONING_FIELDS", "both", "where chat answers carry the reasoning, streamed or not: "
+      "`both` (the same text under `reasoning`, today's vLLM's name, and `reasoning_content`, "
+      "the tutorial's, which older clients read), `reasoning` (vLLM's answer as it is) or "
+      "`reasoning_content` (the tutorial's answer); assistant messages sent with "
+      "`reasoning_content` are read as `reasoning` either way", SERVING,
+      _choice(REASONING_FIELDS), "reasoning_fields"),
     S("TOOL_CALL_PARSER", "hermes", "`hermes` parses Qwen3's tool-call output into `tool_calls`; "
       "empty disables tool calling", SERVING, _parser_name, "tool_call_parser"),
     S("SERVE_EXTRA_ARGS", "", "extra vLLM flags, shell-quoted, appended last (e.g. "
@@ -345,6 +355,7 @@ class Settings:
     tensor_parallel_size: int = _field_default("TENSOR_PARALLEL_SIZE")
     gpu_count: int = _field_default("GPU_COUNT")
     reasoning_parser: str = _field_default("REASONING_PARSER")
+    reasoning_fields: str = _field_default("REASONING_FIELDS")
     tool_call_parser: str = _field_default("TOOL_CALL_PARSER")
     profile: str = _field_default("SERVE_PROFILE")
     device: str = _field_default("SERVE_DEVICE")

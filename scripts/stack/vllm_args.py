@@ -29,6 +29,12 @@ from scripts.stack.settings import Settings
 GUARD = "scripts.tool_guard.ToolGuard"  # scripts/serve.py puts scripts/ on vLLM's PYTHONPATH
 
 
+def fields_middleware(value: str) -> str:
+    """scripts/reasoning_fields.py's class for a REASONING_FIELDS value (reasoning_content ->
+    ReasoningContent): the vLLM command itself says which one is served."""
+    return "scripts.reasoning_fields." + "".join(part.title() for part in value.split("_"))
+
+
 def checkpoint_problem(s: Settings) -> str | None:
     """Why the model folder cannot be served with SERVE_PROFILE (one line with the fix), or None.
     Reads the folder's config.json; a folder without one is left to vLLM to report, and a format
@@ -93,6 +99,8 @@ def build_args(s: Settings, model: Path | None = None, engine: Engine | None = N
     if s.tool_call_parser:
         args += ["--enable-auto-tool-choice", "--tool-call-parser", s.tool_call_parser]
     args += ["--middleware", GUARD]  # 400 for tool definitions vLLM would take as they are
+    # REASONING_FIELDS; assistant messages' reasoning_content; a 404 naming the served model
+    args += ["--middleware", fields_middleware(s.reasoning_fields)]
     dtype = "float32" if s.device == "cpu" and s.dtype == "auto" else s.dtype
     if dtype != "auto":
         args += ["--dtype", dtype]
