@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         if s.load_format != "dummy":
             manifest.require_complete(s.model_path)
     except (SettingsError, manifest.NotReady) as e:
-        print(f"serve: {e}", file=sys.stderr)
+        said = getattr(e, "problems", None) or {"": str(e)}  # one line per invalid setting
+        print("\n".join(f"serve: {line}" for line in said.values()), file=sys.stderr)
         return 2
     if problem := checkpoint_problem(s):  # e.g. SERVE_PROFILE=awq on a bf16 folder
         print(f"serve: {problem}", file=sys.stderr)
