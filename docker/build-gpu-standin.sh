@@ -7,8 +7,9 @@
 # 1. the base: docker/build-base.sh TRACK, the Ubuntu release of the track's nvidia/cuda base with
 #    what the Dockerfile would apt-get on it (the CUDA libraries come from the lock's wheels)
 # 2. the wheels: docker/build-wheelhouse.sh TRACK (exactly the lock's files)
-# 3. docker build --network none (classic builder), then the build stage's layers are deleted
-#    (QVS_KEEP_BUILD_STAGE=1 keeps them for a faster rebuild)
+# 3. docker build --network none with BuildKit (docker/build-image.sh finds the client), then
+#    BuildKit's copy of the build context (the wheelhouse) is dropped from its cache
+#    (QVS_KEEP_BUILD_CACHE=1 keeps it for a faster rebuild)
 # 4. in the image, offline: the imports `vllm serve` does before it needs a GPU, `pip check`, the
 #    pruned libraries named nowhere, every profile's argument list parsed by the image's own vLLM
 #    (tests/check_vllm_args.py, told it is on the CPU platform), then the sizes.
@@ -41,19 +42,16 @@ build() {
   bash docker/build-wheelhouse.sh "$track" | tail -n 1
   lap "wheelhouse" "$t"
 
-  step="docker build --network none (log: $logdir/build.log)"
+  step="docker build --network none, BuildKit (log: $logdir/build.log)"
   t=$SECONDS
-  DOCKER_BUILDKIT=0 docker build --network none --build-arg "BASE_IMAGE=$base" \
+  bash docker/build-image.sh --progress plain --network none --build-arg "BASE_IMAGE=$base" \
     --build-arg "TRACK=$track" -t "$image" . >"$logdir/build.log" 2>&1 \
-    || { grep -v "Sending build context" "$logdir/build.log" | tail -n 25 >&2; false; }
-  grep -E "^(installing from|pip check|pruned [0-9]|/wheelhouse: |vllm [0-9])" "$logdir/build.log" || true
+    || { tail -n 25 "$logdir/build.log" >&2; false; }
+  sed -E 's/^#[0-9]+ [0-9.]+ //' "$logdir/build.log" \
+    | grep -E "^(installing from|Installed [0-9]|pip check|pruned [0-9]|/wheelhouse: |vllm [0-9]|build-image.sh: )" || true
   lap "docker build" "$t"
-  # the build stage's last image: the " ---> ID" just before the second FROM
-  stage=$(awk '/^Step [0-9]+\/[0-9]+ : FROM/ {n++; if (n == 2) {print id; exit}} /^ ---> [0-9a-f]+$/ {id = $2}' \
-    "$logdir/build.log")
-  if [[ -z ${QVS_KEEP_BUILD_STAGE:-} && -n $stage ]]; then
-    docker rmi "$stage" >/dev/null 2>&1 && echo "deleted the build stage ($stage: the wheelhouse and venv layers)" \
-      || echo "build stage $stage kept (in use)"
+  if [[ -z ${QVS_KEEP_BUILD_CACHE:-} ]]; then
+    docker builder prune -f --filter type=source.local 2>/dev/null | tail -n 1 | sed 's/^/BuildKit cache of the build context: /'
   fi
 }
 [[ -n $checks_only ]] || build

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fill ./wheelhouse with exactly the files of the track's lock (requirements/locks/TRACK.txt), so
-# the image build needs no network (compose.cpu.yaml builds with `network: none`):
+# Fill ./wheelhouse with exactly the files of the track's lock (requirements/locks/TRACK.txt) and
+# of the build's installer (requirements/locks/uv.txt), so the image build needs no network
+# (compose.cpu.yaml builds with `network: none`):
 #   docker/build-wheelhouse.sh cpu        (the GPU tracks work too: cu124, cu130)
 # For each pin, the wheel that the lock's target (its "# python-version" and "# python-platform"
 # lines: the base image's CPython and glibc) installs is fetched with `pip download --no-deps
@@ -26,31 +27,38 @@ lockfile=("$python" "$root/docker/lockfile.py")
   "cu124 or cu130 (bash docker/lock.sh $track writes it)" >&2; exit 2; }
 mkdir -p "$store" "$out"
 
-step="reading the lock's target"
-read -r pyver glibc < <("${lockfile[@]}" target "$lock")
-target=(--only-binary=:all: --python-version "$pyver" --implementation cp
-        --abi "cp${pyver/./}" --abi abi3 --abi none)
-for ((v = ${glibc#2_}; v >= 5; v--)); do target+=(--platform "manylinux_2_${v}_x86_64"); done
-target+=(--platform manylinux2014_x86_64 --platform manylinux2010_x86_64
-         --platform manylinux1_x86_64 --platform any)
+# fetch LOCK NAME: the wheels of LOCK that its target installs, named in $base/chosen-NAME.txt
+fetch() {
+  local lock=$1 name=$2 pyver glibc target select rc=0 n
+  step="reading the target of $lock"
+  read -r pyver glibc < <("${lockfile[@]}" target "$lock")
+  target=(--only-binary=:all: --python-version "$pyver" --implementation cp
+          --abi "cp${pyver/./}" --abi abi3 --abi none)
+  for ((v = ${glibc#2_}; v >= 5; v--)); do target+=(--platform "manylinux_2_${v}_x86_64"); done
+  target+=(--platform manylinux2014_x86_64 --platform manylinux2010_x86_64
+           --platform manylinux1_x86_64 --platform any)
 
-step="matching the lock with $store"
-select=("${lockfile[@]}" select "$lock" "$store" --missing "$base/missing-$track.txt"
-        --verified "$base/verified.json")
-rc=0
-"${select[@]}" >"$base/chosen-$track.txt" || rc=$?
-if ((rc == 3)); then
-  n=$(wc -l <"$base/missing-$track.txt")
-  step="downloading $n locked wheels (pip download --no-deps --require-hashes)"
-  echo "build-wheelhouse.sh: $track: fetching $n of $(grep -c '^[A-Za-z0-9]' "$lock" || true) locked wheels"
-  "$python" -m pip download -q --no-deps --require-hashes "${target[@]}" -d "$store" \
-    -r "$base/missing-$track.txt"
-  step="matching the lock with $store after the download"
-  "${select[@]}" >"$base/chosen-$track.txt"
-elif ((rc != 0)); then
-  exit "$rc"
-fi
-mapfile -t files <"$base/chosen-$track.txt"
+  step="matching $lock with $store"
+  select=("${lockfile[@]}" select "$lock" "$store" --missing "$base/missing-$name.txt"
+          --verified "$base/verified.json")
+  "${select[@]}" >"$base/chosen-$name.txt" || rc=$?
+  if ((rc == 3)); then
+    n=$(wc -l <"$base/missing-$name.txt")
+    step="downloading $n locked wheels of $lock (pip download --no-deps --require-hashes)"
+    echo "build-wheelhouse.sh: $name: fetching $n of $(grep -c '^[A-Za-z0-9]' "$lock" || true) locked wheels"
+    "$python" -m pip download -q --no-deps --require-hashes "${target[@]}" -d "$store" \
+      -r "$base/missing-$name.txt"
+    step="matching $lock with $store after the download"
+    "${select[@]}" >"$base/chosen-$name.txt"
+  elif ((rc != 0)); then
+    exit "$rc"
+  fi
+}
+fetch "$lock" "$track"
+read -r pyver glibc < <("${lockfile[@]}" target "$lock")
+# and the build's installer (uv), which docker/install-python.sh takes from the wheelhouse too
+fetch "$root/requirements/locks/uv.txt" "uv-$track"
+mapfile -t files < <(cat "$base/chosen-$track.txt" "$base/chosen-uv-$track.txt")
 
 step="filling $out"
 find "$out" -mindepth 1 -maxdepth 1 ! -name .keep -exec rm -rf {} +

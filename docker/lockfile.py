@@ -7,9 +7,10 @@
         target would install (best tag, as pip ranks them), checked against the pin's sha256
         hashes; prints their names. Pins without one go to OUT as requirement lines with their
         hashes, for `pip download`; exit 3 then.
-    python docker/lockfile.py check LOCK DIR
+    python docker/lockfile.py check LOCK DIR [--track TRACK]
         (docker/install-python.sh, in the image) exit 1 naming every pin that DIR has no wheel
-        for that this interpreter can install
+        for that this interpreter can install (the fix names TRACK: the lock's own by default;
+        the track being built for the installer's lock, requirements/locks/uv.txt)
     python docker/lockfile.py pip-check LOCK
         `pip check`, where only what the track's overrides file leaves out may be reported
     python docker/lockfile.py prune LIST SITE_PACKAGES
@@ -136,14 +137,14 @@ def cmd_select(lock: Path, folder: Path, missing_out: Path, verified: Path | Non
     return 0
 
 
-def cmd_check(lock: Path, folder: Path) -> int:
+def cmd_check(lock: Path, folder: Path, track: str | None = None) -> int:
     _, pins = read(lock)
     chosen = best_wheels(pins, folder, list(tags.sys_tags()))
     lacking = [spec for spec, f in chosen.items() if f is None]
     if not lacking:
         print(f"{folder}: a wheel for each of the {len(pins)} pins of {lock.name}")
         return 0
-    track = lock.stem
+    track = track or lock.stem
     more = len(lacking) - 12
     shown = ", ".join(lacking[:12]) + (f" and {more} more" if more > 0 else "")
     print(f"{folder} has no wheel this Python ({sys.version.split()[0]}) can install for "
@@ -220,6 +221,7 @@ def main(argv: list[str]) -> int:
     chk = sub.add_parser("check")
     chk.add_argument("lock", type=Path)
     chk.add_argument("dir", type=Path)
+    chk.add_argument("--track")
     sub.add_parser("pip-check").add_argument("lock", type=Path)
     prn = sub.add_parser("prune")
     prn.add_argument("listing", type=Path)
@@ -232,7 +234,7 @@ def main(argv: list[str]) -> int:
     if a.cmd == "select":
         return cmd_select(a.lock, a.dir, a.missing, a.verified)
     if a.cmd == "check":
-        return cmd_check(a.lock, a.dir)
+        return cmd_check(a.lock, a.dir, a.track)
     if a.cmd == "prune":
         return cmd_prune(a.listing, a.site)
     return cmd_pip_check(a.lock)

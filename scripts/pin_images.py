@@ -95,6 +95,7 @@ DOCKERFILE_FROM = re.compile(
     r"(?:\s+AS\s+(?P<stage>\S+))?",
     re.IGNORECASE,
 )
+DOCKERFILE_STAGE = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?\S+\s+AS\s+(?P<stage>\S+)", re.I)
 DOCKERFILE_COPY_FROM = re.compile(
     r"^\s*COPY\s+(?:--\S+\s+)*?--from=['\"]?(?P<ref>" + TOKEN + ")", re.IGNORECASE
 )
@@ -194,13 +195,12 @@ def find_in_line(kind: str, line: str, stages: set[str]) -> list[tuple[int, int,
         hits += VAR_DEFAULT.finditer(line)
     elif kind == "dockerfile":
         hits += DOCKERFILE_ARG.finditer(line)
+        if m := DOCKERFILE_STAGE.match(line):  # also `FROM ${BASE_IMAGE} AS name`
+            stages.add(m.group("stage").lower())
         m = DOCKERFILE_FROM.match(line)
-        if m:
-            if m.group("stage"):
-                stages.add(m.group("stage").lower())
-            # `FROM ${BASE_IMAGE}` (the token stops at `$`), `FROM scratch` and `FROM stage`
-            if not m.group("rest") and m.group("ref").lower() not in stages | {"scratch"}:
-                hits.append(m)
+        # `FROM ${BASE_IMAGE}` (the token stops at `$`), `FROM scratch` and `FROM stage`
+        if m and not m.group("rest") and m.group("ref").lower() not in stages | {"scratch"}:
+            hits.append(m)
         m = DOCKERFILE_COPY_FROM.match(line)
         # an image, not a stage (by name or number): stage names have no `/` and no `:`
         if m and re.search("[/:]", m.group("ref")):

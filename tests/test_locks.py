@@ -85,6 +85,15 @@ def test_track_versions_live_only_in_the_requirements():
 
 
 @pytest.mark.unit
+def test_the_installer_lock_pins_the_uv_of_lock_sh():
+    """The image build installs uv (hash-checked by pip) from requirements/locks/uv.txt: one pin,
+    the UV_VERSION docker/lock.sh resolves the locks with."""
+    version = re.search(r"^UV_VERSION=(\S+)$", (ROOT / "docker" / "lock.sh").read_text(), re.M)[1]
+    _, pins = lockfile.read(ROOT / "requirements" / "locks" / "uv.txt")
+    assert [(p.name, str(p.version)) for p in pins] == [("uv", version)] and pins[0].hashes
+
+
+@pytest.mark.unit
 def test_prune_deletes_what_it_names_and_a_stale_line_fails(tmp_path):
     site = tmp_path / "site"
     (site / "nvidia" / "lib").mkdir(parents=True)
@@ -129,7 +138,7 @@ def test_committed_locks_match_their_inputs():
     r = lock_sh("--check")
     print(r.stdout + r.stderr)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("matches its inputs") == len(TRACKS)
+    assert r.stdout.count("matches its inputs") == len(TRACKS) + 1  # and the installer's, uv
 
 
 @pytest.fixture
