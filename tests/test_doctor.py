@@ -62,6 +62,7 @@ class RecordedHost(host.Host):
         ("docker", "version"): "docker-version.json",
         ("docker", "info"): "docker-info.json",
         ("docker", "compose"): "docker-compose-version.txt",
+        ("docker", "buildx"): "docker-buildx-version.txt",
         ("docker", "ps"): "docker-ps.jsonl",
         ("docker", "volume"): "docker-volume-inspect.json",
         ("nvidia-smi",): "nvidia-smi.csv",
@@ -128,11 +129,15 @@ class RecordedHost(host.Host):
         return (True, "HTTP 200") if self.online else (False, "URLError: recorded host is offline")
 
 
+BUILDX = "github.com/docker/buildx v0.19.3 48d6a39\n"
+
+
 def gpu_host(tmp_path, csv: str | None = None, **kw) -> RecordedHost:
     """This machine's Docker with the NVIDIA runtime registered, the H100's nvidia-smi (or csv),
     online: a host on which the stack should start."""
     host = RecordedHost(online=kw.pop("online", True), real=tmp_path, **kw)
     host.edit_json("docker-info.json", lambda d: d["Runtimes"].update(nvidia={"path": "x"}))
+    host.set("docker-buildx-version.txt", BUILDX)  # a GPU host with Docker's own packages
     return host.set("nvidia-smi.csv", csv or h100_csv())
 
 
@@ -250,6 +255,8 @@ def test_preflight_setting():
 @pytest.mark.unit
 def test_this_machine_recorded_cuda(tmp_path):
     rows = check(RecordedHost(real=tmp_path), tmp_path)
+    assert rows["BuildKit"].status == FAIL and "classic builder" in rows["BuildKit"].detail
+    assert "docker-buildx-plugin" in rows["BuildKit"].fix
     assert rows["NVIDIA runtime"].status == FAIL
     assert "nvidia-ctk runtime configure --runtime=docker" in rows["NVIDIA runtime"].fix
     assert "nvidia-container-toolkit" in rows["NVIDIA runtime"].fix
@@ -270,7 +277,9 @@ def test_this_machine_recorded_cpu(tmp_path):
     # the GPU rows' own fix, followed in .env: COMPOSE_FILE with the CPU override
     rows = check(RecordedHost(real=tmp_path, online=True), tmp_path,
                  "COMPOSE_FILE=compose.yaml:compose.cpu.yaml\n")  # fmt: skip
-    assert fails(rows) == set()
+    # this machine has no buildx: `docker compose up --build` cannot build the Dockerfile here
+    # (tests/run builds with docker/build-image.sh, the row's fix)
+    assert fails(rows) == {"BuildKit"} and "docker/build-image.sh" in rows["BuildKit"].fix
     for name in ("NVIDIA runtime", "NVIDIA driver", "GPU count", "GPU memory"):
         assert "not needed" in rows[name].detail
     rows = check(RecordedHost(real=tmp_path, online=True), tmp_path, SERVE_DEVICE="cpu")
@@ -278,6 +287,14 @@ def test_this_machine_recorded_cpu(tmp_path):
 
 
 # --- a GPU host, and bad hosts derived from it ------------------------------------------------
+
+
+@pytest.mark.unit
+def test_buildx_older_than_compose_needs_fails(tmp_path):
+    rows = check(gpu_host(tmp_path).set("docker-buildx-version.txt", "github.com/docker/buildx "
+                                        "v0.13.1 Debian\n"), tmp_path)  # fmt: skip
+    row = rows["BuildKit"]
+    assert row.status == FAIL and "0.13.1 is older than 0.17" in row.detail
 
 
 @pytest.mark.unit

@@ -3,6 +3,7 @@ engine's open-files limit for containers (measured by scripts/engine_limits.py).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from scripts import engine_limits
@@ -69,6 +70,37 @@ def compose(f: Facts) -> Row:
             INSTALL,
         )  # fmt: skip
     return Row(name, OK, f"{shown} (>= {MIN_SHOWN})")
+
+
+BUILDX_MIN = (0, 17)  # Compose v5 builds with `docker buildx bake`, which needs buildx 0.17+
+INSTALL_BUILDX = (
+    "install the buildx plugin >= 0.17 (`sudo apt-get install docker-buildx-plugin` from Docker's "
+    "apt repository), or build with `bash docker/build-image.sh --compose vllm` (it also finds "
+    "the BuildKit of a Docker CLI older than 23) and then `docker compose up`"
+)
+
+
+def buildkit(f: Facts) -> Row:
+    """Can `docker compose up --build` build the Dockerfile? Its install step mounts the
+    wheelhouse (RUN --mount), which only BuildKit does; without buildx Compose falls back to the
+    classic builder, which refuses it."""
+    name = "BuildKit"
+    if f.host.which("docker") is None:
+        return Row(name, FAIL, "no docker command", INSTALL_BUILDX)
+    rc, out, err = f.host.run(["docker", "buildx", "version"])
+    m = re.search(r"\bv?(\d+)\.(\d+)\.\d+", out) if rc == 0 else None
+    if m is None:
+        return Row(
+            name, FAIL,
+            "no buildx plugin: `docker compose build` falls back to the classic builder, which "
+            "cannot build the Dockerfile (its RUN --mount needs BuildKit)", INSTALL_BUILDX,
+        )  # fmt: skip
+    version = (int(m.group(1)), int(m.group(2)))
+    shown = m.group(0).lstrip("v")
+    if version < BUILDX_MIN:
+        return Row(name, FAIL, f"buildx {shown} is older than 0.17, which Compose builds with",
+                   INSTALL_BUILDX)  # fmt: skip
+    return Row(name, OK, f"buildx {shown}: `docker compose build` uses BuildKit")
 
 
 def _cdi_nvidia(f: Facts, dirs: Sequence[str]) -> str | None:

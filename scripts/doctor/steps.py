@@ -21,6 +21,7 @@ def steps() -> list[tuple[str, Step]]:
     return [
         ("Docker engine", engine.docker),
         ("Compose plugin", engine.compose),
+        ("BuildKit", engine.buildkit),
         ("NVIDIA runtime", engine.nvidia_runtime),
         ("nofile limit", engine.nofile),
         ("NVIDIA driver", gpu.driver),
