@@ -2,13 +2,13 @@
 
     python3 -m scripts.ci_job [--timeout 3600] [--logs-dir DIR] [--no-build]
 
-Run from the repo root with the host's python3 (stdlib only) and Docker Compose (the plugin;
-reads the project through scripts/stack/compose.py). It builds the
-image, brings the stack up (`up -d`, which waits for download, vllm and the gateway), waits for
-the smoke suite (`docker compose wait smoke`), prints the state of every service and the logs of
-each one that failed, and tears the stack down with `down`: the `models` and `cache` volumes are
-kept, so the next job skips the download and starts warm. A stack left running under the same
-project (a cancelled job) is taken down first. All of it within --timeout seconds, of which the
+Run from the repo root with the host's python3 (stdlib only) and Docker Compose (the plugin; reads
+the project through scripts/stack/compose.py). It builds the image (with BuildKit, through
+docker/build-image.sh), brings the stack up (`up -d`, which waits for download, vllm and the
+gateway), waits for the smoke suite (`docker compose wait smoke`), prints the state of every service
+and the logs of each one that failed, and tears the stack down with `down`: the `models` and `cache`
+volumes are kept, so the next job skips the download and starts warm. A stack left running under the
+same project (a cancelled job) is taken down first. All of it within --timeout seconds, of which the
 last TEARDOWN_S are kept for the teardown.
 
 It reads the stack as `docker compose` does: compose.yaml (COMPOSE_FILE for overrides, e.g.
@@ -91,6 +91,19 @@ class Job:
             )  # fmt: skip
         except subprocess.TimeoutExpired as e:
             raise TimedOut(what or " ".join(args)) from e
+
+    def build(self, service: str):
+        """The service's image with BuildKit: `docker compose build` where buildx allows, else the
+        BuildKit of an older Docker CLI (docker/build-image.sh says which it used)."""
+        limit = self.deadline - time.monotonic()
+        if limit <= 0:
+            raise TimedOut(f"build {service}")
+        sys.stdout.flush()
+        try:
+            return subprocess.run(["bash", "docker/build-image.sh", "--compose", service], cwd=ROOT,
+                                  text=True, timeout=limit, stdin=subprocess.DEVNULL)  # fmt: skip
+        except subprocess.TimeoutExpired as e:
+            raise TimedOut(f"build {service}") from e
 
     # --- before anything starts ----------------------------------------------------------------
 
@@ -213,9 +226,10 @@ class Job:
         if build:
             services = self.images_to_build()
             say(f"building {', '.join(services) or 'nothing'} ({self.elapsed():.0f} s)")
-            if services and self.compose("build", *services, what="build").returncode != 0:
-                say("FAIL: the image build failed (its output is above)")
-                return STACK_EXIT
+            for service in services:  # BuildKit, as the Dockerfile needs (docker/build-image.sh)
+                if self.build(service).returncode != 0:
+                    say("FAIL: the image build failed (its output is above)")
+                    return STACK_EXIT
         t_up = time.monotonic()
         say(f"starting the stack: `docker compose up -d` ({self.elapsed():.0f} s)")
         up = self.compose("up", "-d", "--no-color", what="up: download, vllm, gateway")
