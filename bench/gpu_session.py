@@ -53,8 +53,8 @@ def wait_ready(proc: subprocess.Popen, timeout: float = 560) -> float:
 
 def model_dir_for(profile: str, bf16_dir: Path | None) -> Path:
     """The stand-in of the checkpoint a profile serves (`baseline`: the bf16 one)."""
+    from bench.standins import SHAPE_OF_FORMAT, ensure
     from scripts.stack.profiles import BF16, PROFILES
-    from tests.fixtures.standins import SHAPE_OF_FORMAT, ensure
 
     weights = BF16 if profile == "baseline" else PROFILES[profile].weights
     if weights == BF16 and bf16_dir is not None:

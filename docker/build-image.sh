@@ -12,7 +12,7 @@
 #   docker/build-image.sh --compose [COMPOSE ARGS...] SERVICE
 #       SERVICE's image as `docker compose [COMPOSE ARGS] build SERVICE` builds it: with client 2,
 #       from the service's build section in `docker compose config` (context, dockerfile, args,
-#       network, target; the image name is the tag), e.g. with CPU_BUILD_NETWORK=none:
+#       network, target; the image name is the tag), e.g.
 #       docker/build-image.sh --compose -f compose.yaml -f compose.cpu.yaml vllm
 # The last line says what was built with which client and how long it took.
 set -Eeuo pipefail

@@ -2,7 +2,7 @@
 parsers, for every profile and device: the module entry point's (`--model`) and `vllm serve
 MODEL`'s (the form every GPU start uses, the model moved to the front). For every GPU profile,
 vLLM's own ModelConfig is then built from those arguments on the stand-in of the checkpoint the
-profile serves (tests/fixtures/standins.py: bf16, Qwen's FP8 and AWQ configs), so vLLM reads the
+profile serves (bench/standins.py: bf16, Qwen's FP8 and AWQ configs), so vLLM reads the
 checkpoint's quantization_config and resolves its method. Checks that the preflight memory estimate
 assumes the weight format, group / block size and KV cache type vLLM resolved. Exits non-zero,
 naming the profile and the problem, if any list is refused or disagrees. Runs without a GPU (a GPU
@@ -55,10 +55,10 @@ def cli_parser():
 
 def standin_models() -> Path:
     """A models volume with each profile's checkpoint under its repo name: the default MODEL_ID's
-    bf16, FP8 and AWQ stand-ins (their configs: tests/fixtures/standins.build_shape), where
+    bf16, FP8 and AWQ stand-ins (their configs: bench/standins.build_shape), where
     settings.load() finds them by itself."""
+    from bench.standins import build_shape
     from scripts.stack.profiles import PROFILES, checkpoint_id
-    from tests.fixtures.standins import build_shape
 
     root = Path(tempfile.mkdtemp(prefix="qvs-models-"))
     for name in PROFILES:

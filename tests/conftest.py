@@ -3,6 +3,7 @@ test session (fake hub -> scripts.download -> scripts.serve)."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import re
@@ -16,33 +17,31 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures import standins
+from bench import standins
 from tests.fixtures.fakehub import FakeHub
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_ID = "Qwen/Qwen3-8B"
-# smoke checks that must pass wherever the suite runs against the stand-in (smoke/test_smoke.py
-# names its checks by their docstrings; `smoke/run` prints `ok   <way>: <name>` for each)
-SMOKE_CHECKS = [
-    *(f"{way}: {name}" for way in ("curl", "sdk") for name in (
-        "GET /v1/models lists the served model",
-        "completions: the tutorial's prompt is 12 tokens",
-        "completions: the answer says 120",
-        "chat (thinking): reasoning separated from the content, which says 120",
-        "chat (no thinking): the answer says 120",
-        "chat (streaming): reasoning arrives before the content, which says 120",
-        # the tutorial's field (REASONING_FIELDS=both, the default)
-        "chat (thinking): reasoning_content, apart from the content, as the tutorial prints it",
-        "chat (no thinking): no reasoning_content",
-        "chat (streaming): reasoning_content deltas, as the tutorial's clients read them",
-        "tool call: get_weather is called for Paris",
-        "tool call: the tool's result is answered in text",
-        "a wrong key: 401",
-    )),
-    "curl: GET /health answers 200",
-    "curl: chat (streaming): server-sent events ending in data: [DONE]",
-    "curl: no key: 401",
-]  # fmt: skip
+
+
+def smoke_checks() -> list[str]:
+    """Every check smoke/test_smoke.py makes, as `smoke/run` prints it (`ok   <way>: <name>`):
+    its docstring's first line, once per way (curl and sdk unless @only names fewer)."""
+    tree = ast.parse((ROOT / "smoke" / "test_smoke.py").read_text())
+    checks = []
+    for fn in tree.body:
+        if not (isinstance(fn, ast.FunctionDef) and fn.name.startswith("test_")):
+            continue
+        ways = ("curl", "sdk")
+        for d in fn.decorator_list:
+            if isinstance(d, ast.Call) and getattr(d.func, "id", "") == "only":
+                ways = tuple(a.value for a in d.args)
+        name = ast.get_docstring(fn).splitlines()[0]
+        checks += [f"{way}: {name}" for way in ways]
+    return checks
+
+
+SMOKE_CHECKS = smoke_checks()  # all of them pass against the stand-in (REASONING_FIELDS=both)
 SMOKE_VERDICT = re.compile(
     r"smoke: (?P<passed>\d+) passed, (?P<failed>\d+) failed against (?P<url>\S+) "
     r"\(model (?P<model>[^)]+)\)(?:; skipped: (?P<skipped>.+))?"
@@ -210,3 +209,97 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, which runs every check: {reason}"
+
+
+# ---- tiers: every test is in one (its closest mark), `tests/run TIER` runs one ------------------
+TIERS = ("unit", "native", "stack")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--tier", choices=(*TIERS, "all"), default="all",
+                     help="run one tier (tests/run unit|native|stack|all)")  # fmt: skip
+
+
+def tier_of(item) -> str | None:
+    """The tier of a test: its closest unit/native/stack mark (the function's over its
+    module's pytestmark)."""
+    return next((m.name for m in item.iter_markers() if m.name in TIERS), None)
+
+
+def pytest_collection_modifyitems(config, items):
+    two = [i.nodeid for i in items if len({m.name for m in i.own_markers if m.name in TIERS}) > 1]
+    if two:
+        raise pytest.UsageError(
+            "a test is in one tier; these are marked with two:\n  " + "\n  ".join(two)
+        )
+    untiered = [item.nodeid for item in items if tier_of(item) is None]
+    if untiered:
+        raise pytest.UsageError(
+            "every test is in a tier: mark these unit, native or stack:\n  " + "\n  ".join(untiered)
+        )
+    want = config.getoption("--tier")
+    if want == "all":
+        return
+    keep = [item for item in items if tier_of(item) == want]
+    dropped = [item for item in items if tier_of(item) != want]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+class UnitTierError(AssertionError):
+    pass
+
+
+def unit_may_run(argv: list[str]) -> bool:
+    """What a unit test may start: Python, `uname` (Python's platform module asks it), and
+    Compose itself resolving the files (`docker compose [-f ...] config`, `docker compose
+    version`: files in, YAML out, no engine)."""
+    exe = os.path.basename(str(argv[0]))
+    if exe.startswith("python") or str(argv[0]) == sys.executable or exe == "uname":
+        return True
+    if exe == "docker" and argv[1:2] == ["compose"] or exe == "docker-compose":
+        return "config" in argv or "version" in argv
+    return False
+
+
+@pytest.fixture(autouse=True)
+def unit_tier_guard(request, monkeypatch):
+    """A unit test starts no process but those of unit_may_run and reaches no Docker engine:
+    Popen of anything else fails it, and a child that asks the engine finds none (DOCKER_HOST
+    points nowhere)."""
+    if tier_of(request.node) != "unit":
+        yield
+        return
+    real_init = subprocess.Popen.__init__
+
+    def guarded(self, args, *a, **kw):
+        argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(map(str, args))
+        if kw.get("shell") or not unit_may_run([kw.get("executable") or argv[0], *argv[1:]]):
+            raise UnitTierError(
+                f"a unit test runs {' '.join(map(str, argv))[:120]!r}: the unit tier runs "
+                "Python alone (and Compose's config); mark the test native, or stack for Docker"
+            )
+        real_init(self, args, *a, **kw)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/unit-tier-has-no-docker.sock")
+    yield
+
+
+@pytest.fixture(scope="session")
+def images():
+    """The local images (Debian base, ops: nginx and Prometheus) and the CPU wheelhouse, built
+    once per session: no registry is reachable here (tests/fixtures/compose_stack.py)."""
+    from tests.fixtures.compose_stack import build_images
+
+    build_images()
+
+
+@pytest.fixture(scope="session")
+def stack(images, tmp_path_factory):
+    """The compose stack of the stack tier, built and brought into being once per session
+    (tests/fixtures/compose_stack.py); every stack test and the CI job's tests share it."""
+    from tests.fixtures.compose_stack import build_stack
+
+    yield from build_stack(tmp_path_factory)

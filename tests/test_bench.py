@@ -87,7 +87,7 @@ def test_report_refuses_two_runs_of_one_label(tmp_path):
     assert "two runs labelled 'plain' (0-plain.json, 1-plain.json)" in r.stderr
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 def test_a_run_records_what_makes_it_comparable(tmp_path, vllm_server, served_models):
     """bench.run against the real CPU vLLM server: fresh seeds, the versions, no card here (no
     nvidia-smi), the checkpoint the server reports and the requests it had served before."""

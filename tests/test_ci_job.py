@@ -1,8 +1,8 @@
 """`python3 -m scripts.ci_job`, the README's CI command, on the real CPU stack (compose.yaml +
-compose.cpu.yaml, the offline hub; test_compose's module fixture builds everything): its exit
-status is the verdict, the failed service's logs are printed, a hung stack ends at --timeout,
-and every run tears down but keeps the volumes.
-    python -m pytest tests/test_ci_job.py -q -s
+compose.cpu.yaml + tests/compose.test.yaml, the session's `stack`, which the compose tests share):
+its exit status is the verdict, the failed service's logs are printed, a hung stack ends at
+--timeout, and every run tears down but keeps the volumes.
+    bash tests/run stack -k test_ci_job
 """
 
 from __future__ import annotations
@@ -18,18 +18,19 @@ import pytest
 
 from scripts import ci_job
 from scripts.stack import compose
-from tests.conftest import assert_smoke_passed
-from tests.test_compose import ROOT, stack  # noqa: F401  (the module fixture: images, hub, key)
+from tests.conftest import ROOT, assert_smoke_passed
+from tests.fixtures.readme import assert_printed
 
 COMMAND = ["python3", "-m", "scripts.ci_job"]  # the README's CI command, as it is
-CPU_FILES = "compose.yaml:compose.cpu.yaml"
+CPU_FILES = "compose.yaml:compose.cpu.yaml"  # what a user of the CPU stack sets
+TEST_FILES = f"{CPU_FILES}:tests/compose.test.yaml"  # and the offline hub
 
 
 def run_job(s, *args: str, files: tuple[str, ...] = (), limit: float = 3600, **env: str):
     """The job as CI runs it: the stack chosen by COMPOSE_FILE and COMPOSE_PROJECT_NAME."""
     environ = {
         **s.env,
-        "COMPOSE_FILE": ":".join([CPU_FILES, *files]),
+        "COMPOSE_FILE": ":".join([TEST_FILES, *files]),
         "COMPOSE_PROJECT_NAME": s.project,
         **env,
     }
@@ -58,7 +59,7 @@ def logs_of(out: str, service: str) -> str:
     return m.group(1) if m else ""
 
 
-@pytest.mark.unit
+@pytest.mark.native  # docker compose config
 def test_setup_errors_name_the_setting_and_the_fix(tmp_path):
     if shutil.which("docker") is None:
         pytest.skip("no docker CLI (compose resolves the stack)")
@@ -79,8 +80,8 @@ def test_setup_errors_name_the_setting_and_the_fix(tmp_path):
     }
 
 
-@pytest.mark.docker
-def test_hub_wrong_hash_fails_with_the_download_logs(stack):  # noqa: F811
+@pytest.mark.stack
+def test_hub_wrong_hash_fails_with_the_download_logs(stack):
     """Fresh volumes and a hub that lies about every sha256: download fails, the job says the
     stack never got to smoke, prints download's logs and exits 1; vllm never started."""
     stack.compose("down", "-v", "-t", "10", timeout=300)
@@ -94,8 +95,8 @@ def test_hub_wrong_hash_fails_with_the_download_logs(stack):  # noqa: F811
     assert left_behind(stack)[0] == [], "containers left after the job"
 
 
-@pytest.mark.docker
-def test_timeout_ends_a_hung_stack(stack):  # noqa: F811
+@pytest.mark.stack
+def test_timeout_ends_a_hung_stack(stack):
     """A hub that sends 2 kB/s: download hangs for hours. The job ends at --timeout with exit
     124, a message that says so, and download's logs; the stack is torn down."""
     timeout = ci_job.TEARDOWN_S + 30
@@ -110,14 +111,15 @@ def test_timeout_ends_a_hung_stack(stack):  # noqa: F811
     print(f"hung stack: ended with 124 after {secs:.0f} s (--timeout {timeout})")
 
 
-@pytest.mark.docker
-def test_readme_command_passes_and_keeps_the_volumes(stack, tmp_path):  # noqa: F811
+@pytest.mark.stack
+def test_readme_command_passes_and_keeps_the_volumes(stack, tmp_path):
     """The README's command as it is (it builds, hitting the cache): download completes, smoke
     passes, exit 0; afterwards no container is left and the models and cache volumes are."""
     logs = tmp_path / "logs"
     code, out, secs = run_job(stack, "--logs-dir", str(logs))
     assert code == 0, out[-6000:]
     assert re.search(r"PASS: smoke exited 0 \(\d+ s: up \d+ s, smoke \d+ s\)", out), out[-3000:]
+    assert_printed("ci_job: ", out)  # the README's success lines are the job's last lines
     smoke = (logs / "smoke.log").read_text()
     assert_smoke_passed(smoke)
     assert re.search(r"files fetched, \d+ verified", (logs / "download.log").read_text())
@@ -133,8 +135,8 @@ def test_readme_command_passes_and_keeps_the_volumes(stack, tmp_path):  # noqa: 
           f"{int(m.group(3)) - int(m.group(2))} s)")  # fmt: skip
 
 
-@pytest.mark.docker
-def test_wrong_key_in_smoke_fails_with_smokes_exit_and_logs(stack, tmp_path):  # noqa: F811
+@pytest.mark.stack
+def test_wrong_key_in_smoke_fails_with_smokes_exit_and_logs(stack, tmp_path):
     """The smoke container gets a key the gateway does not know: smoke fails, the job exits
     with smoke's own status and prints smoke's logs. The download of the previous job was kept
     (the volume survived its teardown): nothing is fetched again."""

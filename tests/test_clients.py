@@ -19,7 +19,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of it 
 litellm = pytest.importorskip("litellm")
 langchain_openai = pytest.importorskip("langchain_openai")
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.native
 MODEL = "Qwen3-8B"
 THINK = "我想问你，5的阶乘是多少？<think>\n"  # the scripted stand-in reasons, then says 5! = 120
 WEATHER = json.loads((ROOT / "smoke" / "requests.json").read_text())["weather"]

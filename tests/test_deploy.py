@@ -63,7 +63,7 @@ def broken(tmp_path: Path, src: Path, old: str, new: str, name: str | None = Non
 # --- the GPU runner workflow ----------------------------------------------------------------------
 
 
-@pytest.mark.unit
+@pytest.mark.native  # actionlint
 def test_workflow_passes_actionlint_and_a_broken_one_does_not(tmp_path):
     actionlint = tool("actionlint")
     r = run([actionlint, "-no-color", str(WORKFLOW)])
@@ -150,7 +150,7 @@ def test_runner_labels_setting_default_and_own():
 # --- the cloud VM: user-data, bootstrap, unit -----------------------------------------------------
 
 
-@pytest.mark.unit
+@pytest.mark.native  # cloud-init schema
 def test_user_data_passes_cloud_init_schema_and_bad_values_do_not(tmp_path):
     cloud_init = tool("cloud-init")
     r = run([cloud_init, "schema", "--config-file", str(USER_DATA)])
@@ -174,7 +174,7 @@ def runcmd_script() -> str:
     return cmd[2]
 
 
-@pytest.mark.unit
+@pytest.mark.native  # shellcheck
 def test_shell_in_the_recipes_passes_shellcheck(tmp_path):
     shellcheck = tool("shellcheck")
     script = tmp_path / "runcmd.sh"
@@ -204,7 +204,7 @@ def grace_chain(services: dict) -> tuple[float, list[str]]:
     return max(chain(n) for n in services)
 
 
-@pytest.mark.unit
+@pytest.mark.native  # systemd-analyze verify
 def test_unit_passes_systemd_analyze_verify_and_stops_within_the_grace_periods(tmp_path):
     analyze = tool("systemd-analyze")
     r = run([analyze, "verify", str(UNIT)])
@@ -280,7 +280,7 @@ def sky_load(path: Path, tmp_path: Path, overrides=None) -> tuple[int, dict]:
         raise AssertionError(r.stdout + r.stderr) from None
 
 
-@pytest.mark.unit
+@pytest.mark.native  # skypilot's loader, its own venv
 def test_skypilot_loads_the_task_and_bad_values_stop_it(tmp_path):
     rc, task = sky_load(SKY_TASK, tmp_path)
     assert rc == 0, task
@@ -358,7 +358,7 @@ def sums(box: Box, *paths: str) -> str:
     return box.sh(f"sha256sum {' '.join(paths)}").stdout
 
 
-@pytest.mark.docker
+@pytest.mark.stack
 def test_user_data_and_bootstrap_in_a_debian_container(tmp_path):
     """cloud-init's own write_files and the user-data's runcmd in a Debian 12 container (our
     base image, as a GPU image's OS minus the GPU): the bundle is checked out at the pinned
@@ -451,7 +451,7 @@ def test_user_data_and_bootstrap_in_a_debian_container(tmp_path):
         run(["docker", "rm", "-f", name], timeout=60)
 
 
-@pytest.mark.unit
+@pytest.mark.native  # bash deploy/host/bootstrap.sh
 def test_bootstrap_refuses_without_a_key_and_unknown_steps():
     """No key at all (SkyPilot without --secret): the check step names both ways to give one."""
     env = {k: v for k, v in os.environ.items() if k != "QVS_API_KEY"}

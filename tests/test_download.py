@@ -17,14 +17,14 @@ import time
 
 import pytest
 
+from bench import standins
 from scripts import download
 from scripts.stack import manifest
 from scripts.stack.settings import SettingsError, load
 from tests.conftest import MODEL_ID, ROOT, cpu_env, free_port, run_download
-from tests.fixtures import standins
 from tests.fixtures.fakehub import FakeHub, Faults
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.native
 
 
 def source_hashes(folder):

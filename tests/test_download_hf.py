@@ -19,7 +19,7 @@ from scripts.stack import manifest
 from tests.conftest import MODEL_ID, ROOT, cpu_env, free_port, hub_env, run_download
 from tests.fixtures.fakehf import FakeHF, Faults, git_blob_sha1
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.native
 WEIGHTS = "model.safetensors"
 TOKEN = "hf_granted0123456789"  # a valid token that was granted the gated repo
 OTHER = "hf_notgranted98765"  # a valid token of an account without access

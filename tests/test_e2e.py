@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import ROOT, assert_smoke_passed, cpu_env, smoke_verdict
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.native
 # the smoke scripts call python3 from PATH: this interpreter's (the venv's) first
 PATH = f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}"
 

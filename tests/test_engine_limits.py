@@ -62,7 +62,7 @@ def test_measure_moves_on_from_an_image_without_a_shell_and_says_when_it_cannot(
     assert status == "WARN" and "could not measure" in detail and "a:1" in detail
 
 
-@pytest.mark.docker
+@pytest.mark.stack
 def test_this_engine_limit_and_why_compose_yaml_sets_none():
     """The real engine: check() reports the limit a container gets (compared with /proc inside
     one), and where it is below 65535 a fixed `nofile: 65535` fails with runc's message while a

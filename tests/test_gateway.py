@@ -41,7 +41,7 @@ MAX_BODY = 4 * 1024 * 1024  # GATEWAY_MAX_BODY default (4m)
 ALLOWED = {("GET", "/v1/models"), ("POST", "/v1/completions"), ("POST", "/v1/chat/completions")}
 THINK = "我想问你，5的阶乘是多少？<think>\n"  # the scripted stand-in answers this one
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.native
 
 
 class Gateway:
@@ -168,7 +168,7 @@ def error_message(r: httpx.Response) -> str:
 # rendering: bad settings stop with the fix, nothing is started
 
 
-@pytest.mark.unit
+@pytest.mark.native  # sh gateway/run.sh --render
 @pytest.mark.parametrize(
     "setting, value, says",
     [
@@ -189,7 +189,7 @@ def test_bad_settings_are_refused_with_the_fix(tmp_path, setting, value, says):
     assert says in r.stderr and r.stderr.startswith("gateway: "), r.stderr
 
 
-@pytest.mark.unit
+@pytest.mark.native  # sh gateway/run.sh --render
 @pytest.mark.parametrize(
     "key, says",
     [("short", "use 16 or more"), ('bad"quote-in-a-long-key', "has characters other than")],
@@ -202,7 +202,7 @@ def test_weak_or_unsafe_keys_are_refused(tmp_path, key, says):
     assert key not in r.stderr, "the message must not echo the key"
 
 
-@pytest.mark.unit
+@pytest.mark.native  # sh gateway/run.sh --render
 def test_rendered_config_keeps_keys_private(tmp_path):
     nginx_or_skip()
     key = secrets.token_urlsafe(32)

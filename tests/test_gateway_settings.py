@@ -11,7 +11,7 @@ import pytest
 from scripts.stack.settings import problems
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.native
 SIZES = ["4m", "512k", "4M", "100", "0", "1g", "1G", "4k4", "4mm", "k", "1.5m", "-1", "4 m"]
 
 

@@ -18,6 +18,8 @@ from scripts.stack.settings import BY_NAME, problems
 from tests.conftest import ROOT
 from tests.test_doctor import FAIL, OK, environ, gpu_host
 
+pytestmark = pytest.mark.native  # Compose resolves the settings (docker compose config)
+
 UNCLOSED = (
     '# a comment\nMODEL_ID=Qwen/Qwen3-8B\n# another\nSERVED_MODEL_NAME="Qwen3 x\nA=1\n# end\n'
 )

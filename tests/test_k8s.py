@@ -407,6 +407,7 @@ def test_stdout_and_out_dir_agree(tmp_path):
     assert images == {"registry.example/qvs:cu124"}
 
 
+@pytest.mark.native  # git check-ignore
 def test_the_readmes_out_dir_stays_out_of_git():
     """The README's `--out k8s/` writes into the checkout: the files are the user's output (like
     .env), so git ignores them: `git status` stays clean and `git pull` never meets them."""

@@ -133,7 +133,7 @@ def test_a_cached_wheel_that_does_not_match_the_lock_is_refused(tmp_path):
     assert len(missing) == len(pins) and all("--hash=sha256:" in m for m in missing)
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 def test_committed_locks_match_their_inputs():
     r = lock_sh("--check")
     print(r.stdout + r.stderr)
@@ -151,7 +151,7 @@ def repo_copy(tmp_path) -> Path:
     return dst
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 def test_lock_check_fails_on_a_changed_input_and_names_the_fix(repo_copy):
     track = repo_copy / "requirements" / "track-cu130.txt"
     track.write_text(track.read_text().replace("vllm==0.26.0", "vllm==0.25.1"))
@@ -168,7 +168,7 @@ def test_lock_check_fails_on_a_changed_input_and_names_the_fix(repo_copy):
     assert "vllm==0.25.1" in (repo_copy / "requirements" / "locks" / "cu130.txt").read_text()
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 def test_lock_check_fails_on_a_hand_edited_lock(repo_copy):
     lock = repo_copy / "requirements" / "locks" / "cpu.txt"
     text = lock.read_text()
@@ -204,7 +204,7 @@ def install_in_base(track: str, wheelhouse: Path, store: Path | None = None):
                           capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
-@pytest.mark.docker
+@pytest.mark.stack
 def test_wheelhouse_missing_a_locked_wheel_stops_the_install_naming_it(tmp_path):
     docker_ready()
     r = subprocess.run(["bash", str(ROOT / "docker" / "build-wheelhouse.sh"), "cpu"],
@@ -227,7 +227,7 @@ def test_wheelhouse_missing_a_locked_wheel_stops_the_install_naming_it(tmp_path)
     assert "Collecting" not in r.stdout, "pip ran before the check"
 
 
-@pytest.mark.docker
+@pytest.mark.stack
 def test_a_base_with_another_python_is_refused(tmp_path):
     docker_ready()
     (tmp_path / "empty").mkdir()

@@ -528,7 +528,7 @@ def send_requests(server: dict, n: int = 2) -> str:
     return model
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 def test_every_dashboard_query_finds_its_series_in_cpu_vllm_metrics(vllm_server, tmp_path):
     model = send_requests(vllm_server)
     # Prometheus scrapes /metrics with no key: it must not be behind vLLM's API key
@@ -605,8 +605,8 @@ def grafana_to_promql(expr: str, model: str = ".*") -> str:
     return expr.replace("$model_name", model)
 
 
-@pytest.mark.docker
-def test_promtool_accepts_the_config_and_every_dashboard_expression(tmp_path):
+@pytest.mark.stack  # promtool from the ops image
+def test_promtool_accepts_the_config_and_every_dashboard_expression(images, tmp_path):
     shutil.copy(PROMETHEUS_YML, tmp_path / "prometheus.yml")
     exprs = [(w, e) for w, e in queries(dashboard()) if not e.startswith("label_values(")]
     rules = {"groups": [{"name": "dashboard", "rules": [
@@ -673,9 +673,8 @@ def wait_for(what: str, probe, timeout: float = 60):
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
-@pytest.mark.e2e
-@pytest.mark.docker
-def test_prometheus_scraping_cpu_vllm_answers_every_panel(vllm_server, tmp_path):
+@pytest.mark.stack  # Prometheus from the ops image against a native CPU vLLM
+def test_prometheus_scraping_cpu_vllm_answers_every_panel(images, vllm_server, tmp_path):
     if not docker_has_ops_image():
         pytest.skip(f"Docker has no {OPS_IMAGE} (docker/build-base.sh ops builds it)")
     target = vllm_server["base_url"].removeprefix("http://")
@@ -704,8 +703,8 @@ def test_prometheus_scraping_cpu_vllm_answers_every_panel(vllm_server, tmp_path)
     assert not empty, "panels with no data in Prometheus:\n" + "\n".join(empty)
 
 
-@pytest.mark.docker
-def test_cpu_compose_prometheus_starts_hardened_and_targets_vllm(tmp_path):
+@pytest.mark.stack
+def test_cpu_compose_prometheus_starts_hardened_and_targets_vllm(images, tmp_path):
     if not docker_has_ops_image() or compose_config() is None:
         pytest.skip(f"needs docker compose and {OPS_IMAGE} (docker/build-base.sh ops)")
     project = f"qvs-monitoring-test-{os.getpid()}"

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from bench import standins
 from scripts.checks import memory
 from scripts.stack import manifest, model, profiles, settings, vllm_args
 from scripts.stack.settings import load
 from tests.conftest import ROOT
-from tests.fixtures import standins
 
 GIB = 1 << 30
 

@@ -200,7 +200,7 @@ def streamed(http: httpx.Client, body: dict) -> list[dict]:
     return [c["choices"][0]["delta"] for c in map(json.loads, lines) if c["choices"]]
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 def test_both_fields_carry_the_same_reasoning(http):
     r = http.post("/v1/chat/completions", json=ASK)
     assert r.status_code == 200, r.text
@@ -216,7 +216,7 @@ def test_both_fields_carry_the_same_reasoning(http):
           f"streamed deltas")  # fmt: skip
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 def test_no_thinking_has_neither_field(http):
     m = http.post("/v1/chat/completions", json=NO_THINK).json()["choices"][0]["message"]
     assert m[NEW] is None and m[OLD] is None, m  # null, as vLLM (and the tutorial's) write it
@@ -239,7 +239,7 @@ def prompt_tokens(http: httpx.Client, assistant: dict) -> int:
     return r.json()["usage"]["prompt_tokens"]
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 def test_reasoning_content_sent_back_is_read_as_reasoning(http):
     thought = "The user wants the weather in Paris, so I call get_weather."
     without = prompt_tokens(http, {})
@@ -267,7 +267,7 @@ TUTORIAL_CHECKS = {f"{way}: {name}" for way in ("curl", "sdk") for name in (
 )}  # fmt: skip
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 @pytest.mark.parametrize("server_with", ["reasoning"], indirect=True)
 def test_reasoning_alone_fails_the_tutorials_checks(server_with):
     """REASONING_FIELDS=reasoning: vLLM's answer as it is, without `reasoning_content`. The smoke
@@ -284,7 +284,7 @@ def test_reasoning_alone_fails_the_tutorials_checks(server_with):
     }, verdict["skipped"]
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 @pytest.mark.parametrize("server_with", ["reasoning_content"], indirect=True)
 def test_reasoning_content_alone_is_the_tutorials_answer(server_with):
     with httpx.Client(base_url=server_with["base_url"], timeout=300,
@@ -341,7 +341,7 @@ def test_the_404_names_the_served_model_whatever_vllm_wrote():
     assert rf.model_error(json.dumps(lora).encode(), b'{"model": "x"}', [MODEL]) is None
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 def test_a_model_that_is_not_served_is_a_404_naming_it_and_the_served_one(vllm_server, gateway):
     """The tutorial's last script asks for Qwen3-8B-Qwen-7B: vLLM 0.19.1 and 0.26.0 answer 404
     naming only that; here every version names the served model too, through the gateway and
@@ -364,7 +364,7 @@ def test_a_model_that_is_not_served_is_a_404_naming_it_and_the_served_one(vllm_s
         assert f"this server serves `{MODEL}`" in str(e.value), e.value
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 def test_a_doubled_slash_is_the_route_it_doubles(gateway):
     """A base URL ending in a slash (http://host:8000/v1/) makes /v1//models (Open WebUI #12117):
     the gateway serves it as /v1/models (merge_slashes), JSON as every answer, never a page."""

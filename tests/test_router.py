@@ -152,7 +152,7 @@ def workers_state(port: int) -> dict[str, bool]:
         return {w["url"]: w["is_healthy"] for w in json.loads(r.read())["workers"]}
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 def test_the_real_router_spreads_drops_and_readmits_by_itself(tmp_path):
     if shutil.which("vllm-router") is None:
         pytest.skip("vllm-router is not installed (requirements/stack.txt)")

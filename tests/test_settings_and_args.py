@@ -4,6 +4,7 @@ accepted by the installed vLLM's own parser."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from scripts import settings as docs
+from scripts.stack import compose
 from scripts.stack import settings as registry
 from scripts.stack.profiles import PROFILES
 from scripts.stack.settings import Settings, SettingsError, load
@@ -217,12 +219,31 @@ def test_a_setting_added_in_one_place_only_is_caught():
 
 
 @pytest.mark.unit
-def test_settings_fields_take_their_defaults_from_the_registry():
-    s = Settings()
-    for name, attr, parse in registry.FIELDS:
-        spec = registry.BY_NAME[name]
-        want = parse(spec.default) if spec.container_default is registry._SAME else None
-        assert getattr(s, attr) == want, name
+def test_what_compose_passes_by_default_is_what_serve_defaults_to(tmp_path):
+    """A user who sets nothing: compose.yaml passes each setting to the vllm container by name,
+    or as a fixed value of its wiring (MODELS_DIR, the secret's path), never with a default of
+    its own (`${X:-default}`); serve then reads the registry's defaults: the same Settings,
+    thus the same vLLM argument list, as each default written out. A default restated in
+    compose.yaml, or a Settings field that does not take the registry's, fails here (the test
+    it replaces recomputed the field's own default expression)."""
+    key = tmp_path / "api_key"
+    key.write_text("k" * 32)
+    environ = {"PATH": os.environ["PATH"], "API_KEY_FILE": str(key), "HOME": str(Path.home())}
+    client = compose.Compose(files=["compose.yaml"], env_file=Path(os.devnull), environ=environ)
+    as_written = client.config(interpolate=False)["services"]["vllm"]["environment"]
+    passed = compose.ask(client).service_env("vllm")
+    assert passed, "compose.yaml did not resolve"
+    names = [n for n, _, _ in registry.FIELDS if n in passed]  # TRACK: the image's own
+    restated = {n: as_written[n] for n in names if "${" in str(as_written[n] or "")}
+    assert restated == {}, f"compose.yaml restates scripts/stack/settings.py defaults: {restated}"
+    given = {n: passed[n] for n in names if passed[n] is not None}  # the wiring's fixed values
+    own = [
+        n for n, _, _ in registry.FIELDS if registry.BY_NAME[n].container_default is registry._SAME
+    ]
+    written = {n: registry.BY_NAME[n].default for n in own if n not in given}
+    nothing = load(given)
+    assert load({**given, **written}) == nothing
+    assert build_args(load({**given, **written})) == build_args(nothing)
 
 
 @pytest.mark.unit
@@ -231,7 +252,7 @@ def test_pinned_images_are_the_registry_ones():
     assert f"ARG BASE_IMAGE={registry.TRACK_IMAGES['cu124']}" in dockerfile
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 def test_installed_vllm_parser_accepts_every_profile():
     r = subprocess.run(
         [sys.executable, "-m", "tests.check_vllm_args"],
@@ -263,7 +284,7 @@ def track_pins() -> list[str]:
     return pins
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 @pytest.mark.parametrize("version", track_pins())
 def test_gpu_track_vllm_parser_accepts_every_profile(version, tmp_path_factory):
     """The GPU wheel's own parser, imported on this CPU-only machine (told it is on the CPU

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from bench import standins
+from bench.qwen3_tokenizer import IM_END, build_tokenizer
 from scripts.stack.profiles import PROFILES, checkpoint_format
-from tests.fixtures import standins
-from tests.fixtures.qwen3_tokenizer import IM_END, build_tokenizer
 
 pytestmark = pytest.mark.unit
 

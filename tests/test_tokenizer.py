@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.qwen3_tokenizer import ADDED_IDS, build_tokenizer
+from bench.qwen3_tokenizer import ADDED_IDS, build_tokenizer
 
 pytestmark = pytest.mark.unit
 PROMPT = "我想问你，5的阶乘是多少？<think>\n"

@@ -15,9 +15,9 @@ import httpx
 import openai
 import pytest
 
+from bench import standins
 from scripts import tool_guard
 from tests.conftest import ROOT, cpu_env
-from tests.fixtures import standins
 
 REQUESTS = json.loads((ROOT / "smoke" / "requests.json").read_text())
 WEATHER = REQUESTS["weather"]
@@ -36,7 +36,7 @@ def call_tool(client, **kw):
     )
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 def test_tool_call_non_streaming(client):
     r = call_tool(client)
     choice = r.choices[0]
@@ -49,7 +49,7 @@ def test_tool_call_non_streaming(client):
     assert standins.TOOL_REASONING in choice.message.model_extra["reasoning"]
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 def test_tool_call_streamed_deltas_add_up_to_the_same_call(client):
     whole = call_tool(client).choices[0].message.tool_calls[0]
     calls: dict[int, dict] = {}
@@ -78,7 +78,7 @@ def test_tool_call_streamed_deltas_add_up_to_the_same_call(client):
     assert standins.TOOL_REASONING in reasoning and not content.strip()
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 @pytest.mark.parametrize("stream", [False, True], ids=["non-streaming", "streaming"])
 def test_follow_up_with_the_tool_result_is_answered_in_text(client, stream):
     first = call_tool(client).choices[0].message
@@ -118,7 +118,7 @@ BAD_SCHEMAS = {
 }
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 @pytest.mark.parametrize("tool_choice", ["auto", "required", "named"])
 @pytest.mark.parametrize("schema", list(BAD_SCHEMAS))
 def test_a_tool_schema_that_is_not_json_schema_gets_a_clear_400(vllm_server, schema, tool_choice):
@@ -140,7 +140,7 @@ def test_a_tool_schema_that_is_not_json_schema_gets_a_clear_400(vllm_server, sch
     assert "of tool 'get_weather' is not a valid JSON Schema" in err["message"], err
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 def test_a_named_tool_choice_among_nameless_tools_is_a_400_not_a_500(vllm_server):
     r = httpx.post(
         vllm_server["base_url"] + "/v1/chat/completions",
@@ -154,7 +154,7 @@ def test_a_named_tool_choice_among_nameless_tools_is_a_400_not_a_500(vllm_server
     assert r.json()["error"]["message"].startswith("tools[0].function.name is missing")
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 def test_valid_tool_requests_pass_the_guard_unchanged(client):
     """A valid schema with a $schema of its own, tool_choice none, a request without tools."""
     tools = weather_tool(
@@ -183,7 +183,7 @@ def test_guard_problems_name_the_tool_and_the_fix():
     assert tool_guard.problem(flat)[1] == "tools[0].parameters"
 
 
-@pytest.mark.e2e
+@pytest.mark.native
 @pytest.mark.parametrize(
     "env, needle",
     [

@@ -85,7 +85,7 @@ class ModelShape:
         return self.layers * self.kv_heads * self.head_dim * 2 * kv_bytes
 
 
-# Qwen3-8B's config.json (the same numbers as tests/fixtures/standins.py's QWEN3_8B): 8.19e9
+# Qwen3-8B's config.json (the same numbers as bench/standins.py's QWEN3_8B): 8.19e9
 # parameters, 16.4 GB in bf16 (vLLM on the H100 logged "Model loading took 15.27 GiB"; Qwen's
 # FP8 checkpoint: 8.79 GiB by weight_bytes, its AWQ one 5.68 GiB, where a public vLLM 0.24 run
 # logged 5.71 GiB for Qwen/Qwen3-8B-AWQ; neither measured here yet), KV cache
