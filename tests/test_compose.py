@@ -101,6 +101,8 @@ def check_smoke_passed(stack: Stack) -> None:
 
 
 def test_up_runs_download_vllm_smoke(stack):
+    # fresh volumes: this is the first start (the CI job's tests before it keep theirs)
+    stack.compose("down", "-v", "--remove-orphans", "-t", "10", timeout=300, check=True)
     start_stack(stack, "first start")
     assert stack.state("download")["ExitCode"] == 0
     log = stack.logs("download")
@@ -126,12 +128,17 @@ def test_the_attached_stack_prints_the_readmes_lines(stack):
     """What a GPU host's terminal and a cloud VM's journal show: `docker compose up --no-color
     --remove-orphans`, the systemd unit's ExecStart, attached to the running stack (smoke runs
     again). Its lines hold the README's quotes of smoke's verdict and exit; smoke's own log the
-    verdict's form. The client is then killed, as if detached: the stack keeps running."""
+    verdict's form. Compose runs as the plugin binary itself (the same code and output as
+    `docker compose`): killed, it leaves the stack running, where the docker CLI would tell its
+    plugin to stop the stack, as on Ctrl-C."""
     unit = (ROOT / "deploy/systemd/qwen3-vllm-stack.service").read_text()
     argv = re.search(r"^ExecStart=(.+)$", unit, re.M).group(1).split()
     assert argv[:3] == ["docker", "compose", "up"], argv
     files = [*FILES, *(a for f in stack.extra_files for a in ("-f", f))]
-    cmd = [*argv[:2], "-p", stack.project, *files, *argv[2:]]
+    plugin = sh(["docker", "info", "--format", "{{range .ClientInfo.Plugins}}{{if eq .Name "
+                 '"compose"}}{{.Path}}{{end}}{{end}}'], quiet=True).stdout.strip()  # fmt: skip
+    assert plugin, "no Compose plugin path in `docker info`"
+    cmd = [plugin, "-p", stack.project, *files, *argv[2:]]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=stack.env, stdout=subprocess.PIPE, text=True,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
     lines: list[str] = []
