@@ -147,7 +147,7 @@ def test_the_attached_stack_prints_the_readmes_lines(stack):
     try:
         for line in proc.stdout:
             lines.append(line.rstrip("\n"))
-            if re.match(r"smoke-1 exited with code \d+", line):
+            if re.search(r"smoke-1 exited with code \d+", line):  # after an ESC[K
                 break
     finally:
         timer.cancel()

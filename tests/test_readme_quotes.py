@@ -21,6 +21,12 @@ def test_holes_match_what_they_stand_for_and_nothing_else():
     assert padded.fullmatch("smoke-1     | smoke: 37 passed")
     assert not padded.fullmatch("smoke-1  | smoke: 36 passed")
     assert pattern("ci_job: exit 0 after ... s").fullmatch("ci_job: exit 0 after 165 s")
+    assert (
+        unmatched(
+            "smoke-1 exited", "\x1b[Ksmoke-1 exited with code 0\n", "`smoke-1 exited with code 0`"
+        )
+        == []
+    )  # Compose's erase-line, as it writes it
     assert not pattern("ci_job: exit 0 after ... s").fullmatch("ci_job: exit 1 after 165 s")
 
 
