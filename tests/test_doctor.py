@@ -792,7 +792,7 @@ def serve_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.mark.unit
+@pytest.mark.native  # scripts.serve imports vLLM and torch: 8-16 s
 def test_serve_stops_before_vllm_when_the_model_does_not_fit(tmp_path):
     env = serve_env(**fake_nvidia_smi(tmp_path, gpu_csv(name="Tesla T4", total=15360)))
     r = subprocess.run([sys.executable, "-m", "scripts.serve"], env=env, cwd=ROOT,
