@@ -232,7 +232,8 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(
             "a test is in one tier; these are marked with two:\n  " + "\n  ".join(two)
         )
-    untiered = [item.nodeid for item in items if tier_of(item) is None]
+    tiered = [(item, tier_of(item)) for item in items]
+    untiered = [item.nodeid for item, tier in tiered if tier is None]
     if untiered:
         raise pytest.UsageError(
             "every test is in a tier: mark these unit, native or stack:\n  " + "\n  ".join(untiered)
@@ -240,8 +241,8 @@ def pytest_collection_modifyitems(config, items):
     want = config.getoption("--tier")
     if want == "all":
         return
-    keep = [item for item in items if tier_of(item) == want]
-    dropped = [item for item in items if tier_of(item) != want]
+    keep = [item for item, tier in tiered if tier == want]
+    dropped = [item for item, tier in tiered if tier != want]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep

@@ -35,6 +35,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port
+from tests.fixtures.compose_stack import OPS_IMAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 MON = ROOT / "monitoring"
@@ -43,7 +44,6 @@ PROMETHEUS_YML = MON / "prometheus" / "prometheus.yml"
 DATASOURCES_YML = MON / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 PROVIDERS_YML = MON / "grafana" / "provisioning" / "dashboards" / "dashboards.yml"
 RECORDED = sorted((ROOT / "tests" / "fixtures" / "metrics").glob("*.txt"))
-OPS_IMAGE = "qwen3-vllm-stack/ops:bookworm"
 # what Grafana substitutes before a query reaches Prometheus (values valid in PromQL)
 GRAFANA_VARS = {"$__rate_interval": "1m", "$__range": "5m", "$__interval": "15s"}
 
