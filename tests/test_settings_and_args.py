@@ -253,9 +253,9 @@ def test_pinned_images_are_the_registry_ones():
 
 
 @pytest.mark.native
-def test_installed_vllm_parser_accepts_every_profile():
+def test_installed_vllm_parser_accepts_every_profile(vllm_python):
     r = subprocess.run(
-        [sys.executable, "-m", "tests.check_vllm_args"],
+        [vllm_python, "-m", "tests.check_vllm_args"],
         cwd=ROOT,
         env=cpu_env(),
         capture_output=True,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import httpx
 import openai
@@ -194,9 +193,9 @@ def test_guard_problems_name_the_tool_and_the_fix():
         ({"REASONING_PARSER": "qwen"}, "REASONING_PARSER='qwen' is not a reasoning parser of vLLM"),
     ],
 )
-def test_an_unknown_parser_stops_serve_before_vllm_starts(served_models, env, needle):
+def test_an_unknown_parser_stops_serve_before_vllm_starts(served_models, vllm_python, env, needle):
     r = subprocess.run(
-        [sys.executable, "-m", "scripts.serve"],
+        [vllm_python, "-m", "scripts.serve"],
         cwd=ROOT, env=cpu_env(MODELS_DIR=str(served_models), **env),
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
