@@ -32,7 +32,7 @@ from scripts import router
 from scripts.checks.gpus import query_gpus, visible
 from scripts.stack.compose import Compose, ComposeError
 from scripts.stack.env import HostEnv, settings_env
-from scripts.stack.settings import ROUTER, SETTINGS, Settings, SettingsError, load
+from scripts.stack.settings import ROUTER, SETTINGS, Settings, SettingsError, load, read_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = "compose.router.yaml"
@@ -59,9 +59,9 @@ def check_gpus(need: int, env: Mapping[str, str]) -> None:
         )
 
 
-def host_settings(c: Compose) -> tuple[Settings, dict[str, str]]:
+def host_settings(c: Compose) -> tuple[Settings, HostEnv]:
     """The settings as the containers get them from Compose (the environment over .env; the
-    secret's path inside, not the host's API_KEY_FILE), and Compose's variables."""
+    secret's path inside, not the host's API_KEY_FILE), and the host's view of them."""
     env = HostEnv.read(c)
     typos = list(env.file.typos().values())
     if typos:
@@ -69,20 +69,32 @@ def host_settings(c: Compose) -> tuple[Settings, dict[str, str]]:
     vllm = c.config()["services"]["vllm"].get("environment")
     given = {k: v for k, v in settings_env(env.variables, vllm).items() if v is not None}
     try:
-        return load(given), env.variables
+        return load(given), env
     except SettingsError as e:
         message = str(e).replace("invalid settings:\n  ", "").replace("\n  ", "; ")
         raise ReplicaError(message) from None
 
 
+def host_key(env: HostEnv) -> str | None:
+    """This host's first API key (the one its gateway sends the router), from the host's
+    API_KEY_FILE; None when it cannot be read (doctor and the gateway report that)."""
+    path = Path(env.value("API_KEY_FILE"))
+    try:
+        keys = read_keys((path if path.is_absolute() else ROOT / path).read_text())
+    except OSError:
+        return None
+    return keys[0] if keys else None
+
+
 def render(c: Compose, args_shown: str) -> str:
-    s, variables = host_settings(c)
+    s, env = host_settings(c)
+    variables = env.variables
     cpu = any(Path(f).name == "compose.cpu.yaml" for f in c.files) or s.device == "cpu"
     layout = s.layout
     if not cpu:
         check_gpus(s.gpu_count, variables)
     try:
-        router.check_workers(s)
+        router.check_workers(s, key=host_key(env), own_port=int(env.value("HOST_PORT")))
     except router.WorkerError as e:
         raise ReplicaError(str(e)) from None
     try:

@@ -14,8 +14,10 @@ every replica, remote gateways too, must accept that key.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import shlex
+import socket
 import sys
 import urllib.error
 import urllib.parse
@@ -39,31 +41,84 @@ class WorkerError(Exception):
     """str(): one line naming ROUTER_WORKERS and the fix."""
 
 
-def check_workers(s: Settings, local: list[str] | None = None, timeout: float = 5) -> None:
+def is_this_host(host: str) -> bool:
+    """Does `host` name this machine (as seen from here): loopback, or an address a socket can
+    bind to here (only this machine's own addresses can be bound)?"""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    for family, _, _, _, addr in infos:
+        ip = ipaddress.ip_address(addr[0])
+        if ip.is_loopback:
+            return True
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((addr[0], 0))
+                return True
+            except OSError:
+                continue
+    return False
+
+
+def _status(url: str, key: str | None, timeout: float) -> tuple[int | None, str]:
+    """GET url (with the key, if any): its HTTP status, or None and why not."""
+    req = urllib.request.Request(url)
+    if key:
+        req.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, ""
+    except urllib.error.HTTPError as e:
+        return e.code, f"HTTP {e.code}"
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        return None, str(getattr(e, "reason", e))
+
+
+def check_workers(
+    s: Settings,
+    local: list[str] | None = None,
+    timeout: float = 5,
+    key: str | None = None,
+    own_port: int | None = None,
+) -> None:
     """Every worker that is not one of this host's replicas (`local`, which may still be
-    starting) must answer GET /health now (another host's gateway: 200, or 503 while its vLLM
-    loads): a typo or a host that is down stops the start with one line instead of a router
-    that waits half an hour for it."""
+    starting) must be another host's gateway that answers now: GET /health 200 (or 503 while
+    its vLLM loads), and, given the `key` the router will forward (the gateway's first), not 401
+    on GET /v1/models. Given this host's published gateway port (`own_port`, on the host), a
+    worker at this machine's own address and that port is refused: the router would send
+    requests to itself. A typo, a host that is down, a key the worker does not take: one line
+    instead of a router that waits half an hour or answers 401 to every request."""
     if local is None:
         local = s.layout.services()
     for url in workers(s):
-        if (urllib.parse.urlsplit(url).hostname or "") in local:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        if host in local:
             continue
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=timeout) as r:
-                status = r.status
-        except urllib.error.HTTPError as e:
-            status = e.code
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            status, why = None, str(getattr(e, "reason", e))
-        if status in (200, 503):
-            continue
-        why = f"HTTP {status} from /health" if status is not None else why
-        raise WorkerError(
-            f"ROUTER_WORKERS: {url} does not answer as a qwen3-vllm-stack gateway ({why}); fix: "
-            "start that host's stack or correct its address in ROUTER_WORKERS in .env (each "
-            "host's gateway: http(s)://HOST:PORT)"
-        )
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if own_port is not None and port == own_port and is_this_host(host):
+            raise WorkerError(
+                f"ROUTER_WORKERS: {url} is this host's own gateway ({host} is this machine, "
+                f"{port} its HOST_PORT): the router would send requests to itself; fix: remove "
+                f"it from ROUTER_WORKERS in .env (this host's replicas are "
+                f"{' '.join(s.layout.local_workers())})"
+            )
+        status, why = _status(url + "/health", None, timeout)
+        if status not in (200, 503):
+            raise WorkerError(
+                f"ROUTER_WORKERS: {url} does not answer as a qwen3-vllm-stack gateway "
+                f"({why or f'HTTP {status} from /health'}); fix: start that host's stack or "
+                "correct its address in ROUTER_WORKERS in .env (each host's gateway: "
+                "http(s)://HOST:PORT)"
+            )
+        if key and _status(url + "/v1/models", key, timeout)[0] == 401:
+            raise WorkerError(
+                f"ROUTER_WORKERS: {url} refuses this host's API key (HTTP 401 from /v1/models; "
+                "the router forwards this gateway's first key to every worker); fix: add this "
+                "host's first key (API_KEY_FILE) to that host's key file, a line of its own, "
+                "and restart its gateway"
+            )
 
 
 def build_args(
@@ -110,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         print(shlex.join(cmd))
         return 0
     try:
-        check_workers(s)
+        key = s.resolved_api_key()  # the gateway's first key, which it sends the router
+    except SettingsError:
+        key = None  # no key here: the gateway's own check is the one that counts
+    try:
+        check_workers(s, key=key)
     except WorkerError as e:
         print(f"router: {e}", file=sys.stderr)
         return 2

@@ -8,7 +8,9 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +23,7 @@ import pytest
 from scripts import router
 from scripts.stack.settings import load
 from tests.conftest import ROOT, free_port
+from tests.fixtures.gateway import Gateway, nginx_or_skip
 
 H100_LINE = (ROOT / "tests/fixtures/hosts/h100/nvidia-smi.csv").read_text().splitlines()[0]
 
@@ -204,6 +207,66 @@ def test_the_real_router_spreads_drops_and_readmits_by_itself(tmp_path):
         proc.wait(30)
         a.shutdown()
         b.shutdown()
+
+
+@pytest.fixture
+def gateways(tmp_path):
+    """Two other hosts' gateways (the bundle's gateway/run.sh, Debian's nginx) in front of a
+    stand-in replica: `ours` takes this host's key, `theirs` only a key of its own."""
+    nginx_or_skip()
+    upstream = Worker("replica")
+    key = secrets.token_urlsafe(32)
+    made = {}
+    for name, keys in (("ours", [key]), ("theirs", [secrets.token_urlsafe(32)])):
+        (tmp_path / name).mkdir()
+        made[name] = Gateway(tmp_path / name, upstream.url.removeprefix("http://"), keys).start()
+    (tmp_path / "api_key").write_text(f"# this host's keys\n{key}\n")
+    try:
+        yield made, tmp_path / "api_key"
+    finally:
+        for gw in made.values():
+            gw.stop()
+        upstream.shutdown()
+
+
+@pytest.mark.native
+def test_bad_router_workers_stop_the_replicas_command_with_one_line(tmp_path, gateways):
+    """`python3 -m scripts.replicas` (before anything starts) against real gateways: a worker
+    whose gateway refuses this host's key (401), this host's own gateway, the same worker twice,
+    a worker that does not answer: exit 2, one line naming ROUTER_WORKERS, the worker and the
+    fix, and no compose.router.yaml; the good list is taken."""
+    gw, key_file = gateways
+    ours, theirs = gw["ours"].url, gw["theirs"].url
+    port = gw["ours"].port
+    base = {"GPU_COUNT": "2", "API_KEY_FILE": str(key_file), **fake_nvidia_smi(tmp_path, 2)}
+    cases = {
+        f"{ours} {theirs}": f"ROUTER_WORKERS: {theirs} refuses this host's API key (HTTP 401",
+        f"http://vllm-0:8000 {ours}": f"ROUTER_WORKERS: {ours} is this host's own gateway",
+        f"{ours} {ours}/": "the same worker twice",
+        f"{ours} http://127.0.0.1:{free_port()}": "does not answer as a qwen3-vllm-stack gateway",
+    }
+    for workers, needle in cases.items():
+        # HOST_PORT: this host publishes its gateway on `ours`'s port only in the second case
+        own = str(port) if "vllm-0" in workers else str(free_port())
+        r = replicas(tmp_path, ROUTER_WORKERS=workers, HOST_PORT=own, **base)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1, r.stderr
+        assert needle in lines[0] and "ROUTER_WORKERS" in lines[0] and "fix" in lines[0], lines
+        assert not (tmp_path / "compose.router.yaml").exists()
+        print(f"\n{workers} -> {lines[0]}")
+    r = replicas(tmp_path, ROUTER_WORKERS=f"http://vllm-0:8000 {ours}", HOST_PORT=str(free_port()),
+                 **base)  # fmt: skip
+    assert r.returncode == 0, r.stderr  # ROUTER_WORKERS reaches the router by name
+    assert '"ROUTER_WORKERS": null' in (tmp_path / "compose.router.yaml").read_text()
+
+
+@pytest.mark.unit
+def test_this_host_is_its_loopback_and_its_own_addresses_only():
+    own = socket.gethostbyname(socket.gethostname())
+    assert router.is_this_host("127.0.0.1") and router.is_this_host("localhost")
+    assert router.is_this_host(own), own  # an address of this machine: bindable
+    assert not router.is_this_host("192.0.2.1")  # TEST-NET-1: nobody's
+    assert not router.is_this_host("no-such-host.invalid")
 
 
 @pytest.mark.unit

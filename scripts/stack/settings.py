@@ -137,11 +137,19 @@ def _revision(raw: str) -> str:
 
 def _urls(raw: str) -> tuple[str, ...]:
     urls = tuple(raw.split())
+    seen: dict[str, str] = {}
     for url in urls:
         if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?/?", url):
             raise ValueError(
                 f"has {url!r}: each worker must be http(s)://HOST:PORT, e.g. http://10.0.0.2:8000"
             )
+        same = url.rstrip("/").lower()
+        if same in seen:
+            raise ValueError(
+                f"has {seen[same]!r} and {url!r}: the same worker twice (the router would send "
+                "it twice the share); list each worker once"
+            )
+        seen[same] = url
     return urls
 
 
