@@ -80,7 +80,10 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # serve neve
 # replica. The download runs in the init container, before any probe counts.
 PROBE_PERIOD_S = 10
 STARTUP_BUDGET_S = router.STARTUP_TIMEOUT_S
-LIVENESS_FAILURES = 6  # a minute without /health restarts the container (a busy server is slow)
+# liveness: scripts/liveness.py, the compose healthcheck's progress check; it fails once the
+# engine has gone HANG_TIMEOUT without progress (vLLM's /health answers 200 while it hangs),
+# and two failed looks in a row restart the container
+LIVENESS_FAILURES = 2
 READINESS_FAILURES = 3  # 30 s without /health takes the replica out of the Service
 MODELS_HEADROOM = 1.25  # the models volume: the weights plus a quarter
 CACHE_SIZE_FACTOR = 4  # the cache volume: doctor's estimate of the compile caches, four times
@@ -233,6 +236,15 @@ class Wiring:
             raise self._bad(service, "stop_grace_period", raw, "must be a duration like 90s")
         return n
 
+    def healthcheck(self, service: str) -> tuple[list[str], int]:
+        """The healthcheck's command (its ["CMD", ...] test) and its timeout in seconds."""
+        raw = self._get(service, "healthcheck")
+        test = raw.get("test") or []
+        timeout = go_seconds(str(raw.get("timeout", "")))
+        if len(test) < 2 or test[0] != "CMD" or timeout is None:
+            raise self._bad(service, "healthcheck", raw, 'needs a ["CMD", ...] test and a timeout')
+        return list(test[1:]), timeout
+
     def listen(self) -> int:
         """The gateway's GATEWAY_LISTEN ([address:]port): where nginx listens in its pod."""
         raw = str((self._get("gateway", "environment") or {}).get("GATEWAY_LISTEN") or "")
@@ -316,6 +328,18 @@ def http_probe(port: str, failures: int, timeout: int = 5) -> dict:
     }
 
 
+def liveness_probe(w: Wiring) -> dict:
+    """compose's vllm healthcheck (scripts/liveness.py) as the liveness probe, with `--no-end`:
+    the kubelet, not the check, restarts the container."""
+    command, timeout = w.healthcheck("vllm")
+    return {
+        "exec": {"command": [*command, "--no-end"]},
+        "periodSeconds": PROBE_PERIOD_S,
+        "timeoutSeconds": timeout,
+        "failureThreshold": LIVENESS_FAILURES,
+    }
+
+
 def models_size(s: Settings) -> str:
     shape = model.model_shape(s)  # the checkpoint SERVE_PROFILE downloads
     if shape is None:
@@ -394,7 +418,7 @@ def vllm_objects(
         },
         "startupProbe": http_probe("http", math.ceil(STARTUP_BUDGET_S / PROBE_PERIOD_S)),
         "readinessProbe": http_probe("http", READINESS_FAILURES),
-        "livenessProbe": http_probe("http", LIVENESS_FAILURES, timeout=10),
+        "livenessProbe": liveness_probe(w),
         "securityContext": CONTAINER_SECURITY,
         "volumeMounts": [
             {"name": "models", "mountPath": "/models", "readOnly": True},

@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,6 +28,7 @@ from scripts import engine_limits
 from tests.conftest import assert_smoke_passed
 from tests.fixtures.compose_stack import (
     FILES,
+    HANG_TIMEOUT,
     HEALTHY_TIMEOUT,
     IMAGE,
     ROOT,
@@ -188,12 +190,16 @@ def test_running_stack_is_hardened(stack):
     }, policies
     uid = stack.compose("exec", "-T", "vllm", "id", "-u", check=True).stdout.strip()
     assert uid == UID
-    # no ulimits in compose.yaml: vLLM (pid 1) has the engine's limit (this engine: hard 20000,
-    # which a fixed nofile 65535 could not start with); it raises its soft limit to 65535 where
-    # the hard limit allows, and warns where it does not
+    # Docker's init is pid 1 (so that the healthcheck can end a hung vLLM), vLLM its child
+    procs = stack.processes("vllm")
+    assert stack.container("vllm")["HostConfig"]["Init"] is True
+    assert procs[0][1] == "/sbin/docker-init -- python -m scripts.serve", procs[0]
+    # no ulimits in compose.yaml: vLLM has the engine's limit (this engine: hard 20000, which a
+    # fixed nofile 65535 could not start with); it raises its soft limit to 65535 where the hard
+    # limit allows, and warns where it does not
     soft, hard, how = engine_limits.measure(preferred=[IMAGE])
     target = engine_limits.TARGET
-    limits = stack.compose("exec", "-T", "vllm", "cat", "/proc/1/limits", check=True).stdout
+    limits = Path(f"/proc/{stack.vllm_pids()[0]}/limits").read_text()
     row = next(ln.split()[3:5] for ln in limits.splitlines() if ln.startswith("Max open files"))
     want = soft if soft >= target or hard < target else target
     assert [engine_limits.parse_limit(x) for x in row] == [want, hard], (row, soft, hard, how)
@@ -276,6 +282,14 @@ def test_running_stack_is_hardened(stack):
 
 ALLOWED = {("GET", "/v1/models"), ("POST", "/v1/completions"), ("POST", "/v1/chat/completions")}
 THINK = "我想问你，5的阶乘是多少？<think>\n"
+
+
+def ask_think(base: str, key: str, max_tokens: int = 64, timeout: float = 60) -> httpx.Response:
+    """The tutorial's question through the gateway (the stand-in's answer holds "120")."""
+    return httpx.post(base + "/v1/chat/completions", timeout=timeout,
+                      headers={"Authorization": f"Bearer {key}"},
+                      json={"model": "Qwen3-8B", "max_tokens": max_tokens,
+                            "messages": [{"role": "user", "content": THINK}]})  # fmt: skip
 
 
 def test_gateway_guards_every_route_vllm_registers(stack):
@@ -477,7 +491,7 @@ def test_sigkill_under_load_recovers_by_itself(stack):
     for _ in range(8):  # at least 8 answers are streaming
         assert opened.acquire(timeout=120), f"streams did not start: {out}"
     before = stack.container("vllm")
-    pid = before["State"]["Pid"]
+    pid = stack.vllm_pids()[0]  # vLLM's API server, the biggest process, as the OOM killer picks
     t_kill = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     for t in threads:
@@ -492,16 +506,7 @@ def test_sigkill_under_load_recovers_by_itself(stack):
     recovered = None
     while time.monotonic() - t_kill < HEALTHY_TIMEOUT:
         try:
-            r = httpx.post(
-                base + "/v1/chat/completions",
-                timeout=60,
-                headers={"Authorization": f"Bearer {stack.key}"},
-                json={
-                    "model": "Qwen3-8B",
-                    "max_tokens": 64,
-                    "messages": [{"role": "user", "content": THINK}],
-                },
-            )
+            r = ask_think(base, stack.key)
         except httpx.HTTPError:
             time.sleep(1)
             continue
@@ -524,6 +529,104 @@ def test_sigkill_under_load_recovers_by_itself(stack):
         f"\nSIGKILL under load: 64 clients ended {kinds} within {ended:.1f}s; probes meanwhile "
         f"{probes}; answering again {recovered:.1f}s after the kill (restart count "
         f"{after['RestartCount']})"
+    )
+
+
+def load_and_watch(stack: Stack, streams: int, seconds: float, fault=None) -> dict:
+    """`streams` clients stream answers through the gateway for `seconds` (each starts its next
+    answer when one ends, so the load holds) while the host looks at vllm once a second: its
+    restarts, the gateway's /health, each healthcheck's verdict. `fault()` runs once the streams
+    flow, and the clock starts there. Returns the clients' outcomes and what was seen."""
+    base = f"http://127.0.0.1:{stack.port}"
+    out: list = []
+    until = time.monotonic() + seconds
+    opened = threading.Semaphore(0)
+
+    def client():
+        while time.monotonic() < until:
+            stream(base, stack.key, 100, out, opened)
+            if out[-1][0] != "done":
+                time.sleep(1)  # vllm is gone or restarting: ask again, not in a tight loop
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(streams)]
+    for t in threads:
+        t.start()
+    for _ in range(min(streams, 8)):
+        assert opened.acquire(timeout=120), f"streams did not start: {out}"
+    restarts0 = stack.container("vllm")["RestartCount"]
+    seen: dict = {"health": [], "checks": {}, "restarted": None, "t0": time.monotonic()}
+    wall0 = time.time()
+    if fault:
+        fault()
+    while time.monotonic() < until:
+        t = time.monotonic() - seen["t0"]
+        try:
+            seen["health"].append((t, httpx.get(base + "/health", timeout=5).status_code))
+        except httpx.HTTPError:
+            seen["health"].append((t, None))
+        c = stack.container("vllm") or {}
+        if seen["restarted"] is None and c.get("RestartCount", restarts0) > restarts0:
+            seen["restarted"] = t
+        for check in (c.get("State", {}).get("Health") or {}).get("Log") or []:
+            if rfc3339(check["Start"]).timestamp() >= wall0:  # those since the clock started
+                seen["checks"][check["Start"]] = (check["ExitCode"], check["Output"].strip())
+        time.sleep(1)
+    for t in threads:
+        t.join(360)
+    seen["restarts"] = stack.container("vllm")["RestartCount"] - restarts0
+    seen["out"] = out
+    seen["kinds"] = {k: sum(1 for o in out if o[0] == k) for k in sorted({o[0] for o in out})}
+    return seen
+
+
+def test_a_saturating_load_longer_than_the_window_is_no_hang(stack):
+    """32 clients (the gateway's per-key limit) keep vLLM busy for twice HANG_TIMEOUT:
+    every healthcheck meanwhile sees the engine's counters advance; none ends vLLM or calls it
+    unhealthy."""
+    stack.wait_healthy("vllm", HEALTHY_TIMEOUT, time.monotonic())
+    seconds = 2 * HANG_TIMEOUT
+    w = load_and_watch(stack, 32, seconds)
+    checks = list(w["checks"].values())
+    tokens = sum(o[4] or 0 for o in w["out"] if o[0] == "done")
+    assert w["restarts"] == 0 and "ending vLLM" not in stack.logs("vllm"), stack.logs("vllm")
+    assert set(w["kinds"]) == {"done"}, w["kinds"]  # every answer of the load arrived whole
+    assert len(checks) >= seconds // 10, checks  # the CPU override looks every 5 s
+    assert all(code == 0 and said.startswith("liveness: busy: ") for code, said in checks), checks
+    assert stack.state("vllm")["Health"]["Status"] == "healthy"
+    print(
+        f"\nsaturating load: 32 streams for {seconds}s (HANG_TIMEOUT={HANG_TIMEOUT}s): "
+        f"{w['kinds']}, {tokens} tokens; {len(checks)} healthchecks all busy (last: "
+        f"{checks[-1][1]}); restarts 0"
+    )
+
+
+def test_a_stopped_engine_is_ended_and_restarted_by_its_healthcheck(stack):
+    """SIGSTOP of vLLM's engine process while 32 clients stream (vLLM #36960: the API server
+    keeps answering /health 200): within HANG_TIMEOUT and a few looks the healthcheck ends vLLM,
+    the restart policy starts it again, and requests succeed again; no hand involved."""
+    stack.wait_healthy("vllm", HEALTHY_TIMEOUT, time.monotonic())
+    _, engine = stack.vllm_pids()
+    w = load_and_watch(stack, 32, HANG_TIMEOUT + 60, fault=lambda: os.kill(engine, signal.SIGSTOP))
+    restarted = w["restarted"]
+    logs = stack.logs("vllm")
+    assert restarted is not None and w["restarts"] == 1, (w["restarts"], logs[-3000:])
+    ended = re.findall(r"liveness: .* ending vLLM \(Docker restarts it\)", logs)
+    assert len(ended) == 1, logs[-3000:]
+    assert_printed("liveness: ", logs)  # the README's troubleshooting row quotes it
+    assert re.search(r"liveness: no progress, a one-token completion unanswered", logs), logs
+    hung = [status for t, status in w["health"] if t < restarted]  # the gateway's /health
+    t0 = w["t0"]
+    stack.wait_healthy("vllm", HEALTHY_TIMEOUT, t0)
+    r = ask_think(f"http://127.0.0.1:{stack.port}", stack.key)
+    assert r.status_code == 200 and "120" in r.json()["choices"][0]["message"]["content"], r.text
+    answering = time.monotonic() - t0
+    stack.times["engine SIGSTOP -> ended by the healthcheck"] = restarted
+    print(
+        f"\nhung engine (SIGSTOP) under 32 streams: the gateway's /health answered 200 for "
+        f"{hung.count(200)} of {len(hung)} looks while it hung; the healthcheck ended vLLM "
+        f"{restarted:.1f}s after the stop (HANG_TIMEOUT={HANG_TIMEOUT}s) and Docker restarted "
+        f"it; answering again {answering:.1f}s after the stop; the clients: {w['kinds']}; "
+        f"it said: {ended[0]}"
     )
 
 
@@ -608,13 +711,13 @@ def test_faults(stack):
 
 
 def replica_count(stack: Stack, service: str) -> float:
-    """Requests a replica finished (vllm:request_success_total), read inside its container."""
+    """Chat requests a replica answered (its http_requests_total for /v1/chat/completions, 2xx),
+    read inside its container; not all requests: its healthcheck's probes are completions."""
     r = stack.compose("exec", "-T", service, "curl", "-fsS", "http://127.0.0.1:8000/metrics",
                       quiet=True)  # fmt: skip
+    chat = 'http_requests_total{handler="/v1/chat/completions",method="POST",status="2xx"}'
     return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in r.stdout.splitlines()
-        if line.startswith("vllm:request_success_total{")
+        float(line.rsplit(" ", 1)[1]) for line in r.stdout.splitlines() if line.startswith(chat)
     )
 
 
@@ -626,15 +729,72 @@ def router_workers(stack: Stack) -> dict[str, bool]:
     return {w["url"]: w["is_healthy"] for w in json.loads(r.stdout)["workers"]}
 
 
+def out_and_back(stack: Stack, worker: str, t0: float, each) -> tuple:
+    """Seconds from t0 until the router marks `worker` unhealthy, then until it marks it healthy
+    again (None: not within HEALTHY_TIMEOUT); `each(dropped)` runs once a round, a second
+    apart."""
+    dropped = None
+    while time.monotonic() - t0 < HEALTHY_TIMEOUT:
+        each(dropped)
+        state = router_workers(stack).get(worker)
+        if state is False and dropped is None:
+            dropped = time.monotonic() - t0
+        if state and dropped is not None:
+            return dropped, time.monotonic() - t0
+        time.sleep(1)
+    return dropped, None
+
+
 def chat(base: str, key: str) -> int:
     try:
-        r = httpx.post(base + "/v1/chat/completions", timeout=120,
-                       headers={"Authorization": f"Bearer {key}"},
-                       json={"model": "Qwen3-8B", "max_tokens": 32,
-                             "messages": [{"role": "user", "content": THINK}]})  # fmt: skip
+        return ask_think(base, key, max_tokens=32, timeout=120).status_code
     except httpx.HTTPError:
         return 0
-    return r.status_code
+
+
+def hung_engine_behind_the_router(stack: Stack, base: str) -> None:
+    """SIGSTOP of vllm-0's engine while a request a second goes through gateway -> router: its
+    /health turns 503 from the healthcheck's first look without progress (HealthGate), the router
+    takes it out, its healthcheck ends it after HANG_TIMEOUT, the restart policy starts it, the
+    router takes it back; requests sent once it is out all succeed."""
+    before = stack.container("vllm-0")
+    _, engine = stack.vllm_pids("vllm-0")
+    sent: list = []  # (sent at, status, seconds)
+
+    def one(t_sent):
+        t = time.monotonic()
+        sent.append((t_sent, chat(base, stack.key), time.monotonic() - t))
+
+    threads = []
+
+    def send(dropped):  # a request a second, each in its own thread (one that hangs holds up
+        # nothing), until 30 s after it is out: then the restart has both cores
+        if dropped is None or time.monotonic() - t_stop < dropped + 30:
+            threads.append(threading.Thread(target=one, args=(time.monotonic() - t_stop,)))
+            threads[-1].start()
+
+    t_stop, wall_stop = time.monotonic(), time.time()
+    os.kill(engine, signal.SIGSTOP)
+    dropped, back = out_and_back(stack, "http://vllm-0:8000", t_stop, send)
+    for th in threads:
+        th.join(180)
+    assert dropped is not None and back is not None, (dropped, back, router_workers(stack))
+    after = stack.container("vllm-0")
+    assert after["RestartCount"] == before["RestartCount"] + 1, "the healthcheck did not act"
+    logs = stack.logs("vllm-0")
+    assert re.search(r"liveness: .* ending vLLM \(Docker restarts it\)", logs), logs[-3000:]
+    ended = rfc3339(after["State"]["StartedAt"]).timestamp() - wall_stop  # its restart
+    late = [s for s in sent if s[0] > dropped]
+    assert late and all(s[1] == 200 for s in late), late  # once it is out, nothing fails
+    early = [s for s in sent if s[0] <= dropped]  # some went to vllm-0 and waited there
+    failed = [s for s in early if s[1] != 200]
+    print(f"router profile: SIGSTOP of vllm-0's engine: the router took it out {dropped:.1f}s "
+          f"after the stop (HealthGate's 503), the healthcheck ended it and Docker restarted it "
+          f"{ended:.1f}s after, the router took it back {back:.1f}s after; requests sent before "
+          f"it was out: {len(early)}, {len(failed)} failed, the longest wait "
+          f"{max((s[2] for s in early), default=0):.0f}s; after: {len(late)}, all 200")  # fmt: skip
+    stack.times["router: engine SIGSTOP -> replica out"] = dropped
+    stack.times["router: engine SIGSTOP -> replica back"] = back
 
 
 def test_router_profile_two_replicas(stack, tmp_path):
@@ -685,17 +845,12 @@ def test_router_profile_two_replicas(stack, tmp_path):
         assert all(s == 200 for s in statuses), statuses
         cut = kinds.count("cut") + kinds.count("error")
         assert 0 < cut < 8 and kinds.count("done") == 8 - cut, streams  # only vllm-1's streams
-        dropped = back = None
         served = replica_count(stack, "vllm-0")
-        while time.monotonic() - t_kill < HEALTHY_TIMEOUT:
-            state = router_workers(stack).get("http://vllm-1:8000")
-            if state is False and dropped is None:
-                dropped = time.monotonic() - t_kill
-            if state and dropped is not None:
-                back = time.monotonic() - t_kill
-                break
+
+        def served_by_the_other(_):
             assert chat(base, stack.key) == 200
-            time.sleep(2)
+
+        dropped, back = out_and_back(stack, "http://vllm-1:8000", t_kill, served_by_the_other)
         assert back is not None, f"vllm-1 not taken back in {HEALTHY_TIMEOUT}s"
         after = stack.container("vllm-1")
         assert after["RestartCount"] == before["RestartCount"] + 1
@@ -708,6 +863,7 @@ def test_router_profile_two_replicas(stack, tmp_path):
               f"200; router dropped it after {dropped:.1f}s and took it back {back:.1f}s after "
               f"the kill (vllm-0 served {served:.0f} meanwhile)")  # fmt: skip
         stack.times["router: SIGKILL -> replica back"] = back
+        hung_engine_behind_the_router(stack, base)
     finally:
         stack.compose("down", "-t", "30", timeout=300, quiet=True)
         stack.env, stack.extra_files = saved_env, []

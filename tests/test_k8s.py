@@ -20,7 +20,7 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kv
 
-from scripts import k8s
+from scripts import k8s, liveness
 from scripts.stack.settings import load
 from scripts.stack.vllm_args import build_args
 from tests.conftest import ROOT
@@ -221,7 +221,7 @@ def test_objects_refer_to_each_other(combo):
             assert set(mounts) <= volumes and len(mounts) == len(set(mounts)), c["name"]
             ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                if probe in c:
+                if probe in c and "exec" not in c[probe]:
                     action = c[probe].get("httpGet") or c[probe]["tcpSocket"]
                     assert action["port"] in ports, (c["name"], probe)
         pods[kind] = (labels, spec)
@@ -281,8 +281,14 @@ def test_pods_are_locked_down_and_probes_fit_a_cold_start(tmp_path, combo):
     compose_start = services["vllm"]["healthcheck"]
     minutes = int(compose_start["start_period"].split("m")[0])  # "20m0s"
     assert startup["failureThreshold"] * startup["periodSeconds"] >= max(minutes * 60, 1800)
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe"):
         assert serve[probe]["httpGet"]["path"] == "/health"
+    # liveness: the healthcheck's progress check, which fails only past HANG_TIMEOUT; a look
+    # (/health, /metrics, a one-token probe: up to 5 s each) fits the probe's timeout
+    live = serve["livenessProbe"]
+    assert live["exec"]["command"] == ["python", "-m", "scripts.liveness", "--no-end"]
+    assert live["timeoutSeconds"] >= 3 * liveness.HEALTH_WAIT_S and live["failureThreshold"] <= 3
+    assert int(compose_start["timeout"].rstrip("s")) >= live["timeoutSeconds"]
     assert spec["terminationGracePeriodSeconds"] > s.shutdown_timeout
     shm = next(v for v in spec["volumes"] if v["name"] == "shm")
     assert shm["emptyDir"]["medium"] == "Memory"

@@ -20,7 +20,7 @@ import pytest
 from scripts import reasoning_fields as rf
 from scripts.stack import settings as registry
 from scripts.stack.settings import Settings
-from scripts.stack.vllm_args import GUARD, build_args
+from scripts.stack.vllm_args import GUARD, HEALTH_GATE, build_args
 from tests.conftest import ROOT, assert_smoke_passed, cpu_env, cpu_server, smoke_verdict
 from tests.test_e2e import run_smoke
 from tests.test_gateway import Gateway, nginx_or_skip
@@ -57,7 +57,7 @@ def test_the_vllm_command_names_the_middleware_of_each_value():
     for value, cls in rf.MODES.items():
         args = build_args(Settings(reasoning_fields=value))
         loaded = [args[i + 1] for i, a in enumerate(args) if a == "--middleware"]
-        assert loaded == [GUARD, f"scripts.reasoning_fields.{cls.__name__}"]
+        assert loaded == [GUARD, f"scripts.reasoning_fields.{cls.__name__}", HEALTH_GATE]
     r = subprocess.run(
         [sys.executable, "-m", "scripts.serve", "--print"], cwd=ROOT, capture_output=True,
         text=True, env=cpu_env(REASONING_FIELDS="reasoning_content", LOAD_FORMAT="dummy"),

@@ -153,6 +153,13 @@ def _urls(raw: str) -> tuple[str, ...]:
     return urls
 
 
+def _hang_timeout(raw: str) -> int:
+    value = _int_range(0, 3600)(raw)
+    if 0 < value < 10:  # the healthcheck looks every 5-10 s: a shorter window is one look
+        raise ValueError("must be 0 (off) or between 10 and 3600 seconds")
+    return value
+
+
 def _memory(raw: str) -> str:
     """Docker's memory sizes (mem_limit): a number of bytes, or with b, k, m or g."""
     m = re.fullmatch(r"(\d+)[bBkKmMgG]?", raw)
@@ -307,6 +314,10 @@ SETTINGS: tuple[Setting, ...] = (
       _int_range(1, 100000), scope=GATEWAY),
     S("SHUTDOWN_TIMEOUT", "30", "seconds vLLM lets in-flight requests finish on `docker "
       "compose stop` (grace period: 60 s)", OPS, _int_range(0, 3600), "shutdown_timeout"),
+    S("HANG_TIMEOUT", "60", "seconds vLLM's engine may go without progress (no tokens done, a "
+      "one-token probe unanswered) before the vllm container's healthcheck restarts it: /health "
+      "answers 200 while an engine hangs (scripts/liveness.py); 0: /health alone", OPS,
+      _hang_timeout, "hang_timeout"),
     S("SERVE_MEMORY_LIMIT", "64g", "memory limit of the vllm container (host RAM, not GPU "
       "memory)", OPS, _memory, scope=COMPOSE),
     S("API_DOCS", "0", "1: vLLM also serves /openapi.json and /docs (reachable only on the "
@@ -375,6 +386,7 @@ class Settings:
     api_key_file: Path | None = _field_default("API_KEY_FILE")
     api_key: str = field(default=_field_default("VLLM_API_KEY"), repr=False)
     shutdown_timeout: int = _field_default("SHUTDOWN_TIMEOUT")
+    hang_timeout: int = _field_default("HANG_TIMEOUT")
     max_n: int = _field_default("MAX_N")
     api_docs: int = _field_default("API_DOCS")
     preflight: int = _field_default("PREFLIGHT")

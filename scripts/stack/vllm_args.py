@@ -27,6 +27,7 @@ from scripts.stack.profiles import (
 from scripts.stack.settings import Settings
 
 GUARD = "scripts.tool_guard.ToolGuard"  # scripts/serve.py puts scripts/ on vLLM's PYTHONPATH
+HEALTH_GATE = "scripts.liveness.HealthGate"
 
 
 def fields_middleware(value: str) -> str:
@@ -101,6 +102,7 @@ def build_args(s: Settings, model: Path | None = None, engine: Engine | None = N
     args += ["--middleware", GUARD]  # 400 for tool definitions vLLM would take as they are
     # REASONING_FIELDS; assistant messages' reasoning_content; a 404 naming the served model
     args += ["--middleware", fields_middleware(s.reasoning_fields)]
+    args += ["--middleware", HEALTH_GATE]  # /health 503 while the healthcheck sees a hung engine
     dtype = "float32" if s.device == "cpu" and s.dtype == "auto" else s.dtype
     if dtype != "auto":
         args += ["--dtype", dtype]
