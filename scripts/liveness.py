@@ -172,11 +172,8 @@ class HealthGate:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] != "/health":
             return await self.app(scope, receive, send)
-        try:
-            state = State(**json.loads(STATE.read_text()))
-        except (OSError, ValueError, TypeError):
-            state = None
-        if state is None or state.started != self.started or state.stalled_since is None:
+        state = State.read(self.started)  # another start's state, or none: not stalled
+        if state.stalled_since is None:
             return await self.app(scope, receive, send)
         stalled = time.monotonic() - state.stalled_since
         message = (f"the engine has made no progress for {stalled:.0f}s (scripts/liveness.py); "
