@@ -144,10 +144,16 @@ def check(engine: Engine, state: State, timeout: int, now: float) -> tuple[bool,
             moved, state.progress, state.stalled_since = seen - (state.progress or 0), seen, None
             return True, f"busy: the engine did {moved:.0f} tokens since the last check", False
         answered = engine.answers()
+        after = engine.progress()
         if answered is not False:
-            state.progress, state.stalled_since = engine.progress(), None
+            state.progress, state.stalled_since = after, None
             said = "answers a one-token completion" if answered else "refused the probe (4xx)"
             return True, f"idle: the engine {said}", False
+        if after is not None and after != (seen if seen is not None else state.progress):
+            # the probe waited, but the engine moved meanwhile: slow (a load that just came, a
+            # starved host), not hung; a false alarm here would take a loaded replica out
+            state.progress, state.stalled_since = after, None
+            return True, "busy: the probe waited, but the engine's counters moved meanwhile", False
         what = f"no progress, a one-token completion unanswered in {PROBE_WAIT_S}s"
     else:
         what = "/health answers nothing"

@@ -729,6 +729,15 @@ def router_workers(stack: Stack) -> dict[str, bool]:
     return {w["url"]: w["is_healthy"] for w in json.loads(r.stdout)["workers"]}
 
 
+def router_view(stack: Stack) -> dict:
+    """What the router and its replicas' healthchecks said: for a failure's message."""
+    view = {"workers": router_workers(stack), "router log": stack.logs("vllm")[-1500:]}
+    for name in ("vllm-0", "vllm-1"):
+        health = ((stack.container(name) or {}).get("State") or {}).get("Health") or {}
+        view[name] = [c.get("Output", "").strip()[-300:] for c in health.get("Log") or []]
+    return view
+
+
 def out_and_back(stack: Stack, worker: str, t0: float, each) -> tuple:
     """Seconds from t0 until the router marks `worker` unhealthy, then until it marks it healthy
     again (None: not within HEALTHY_TIMEOUT); `each(dropped)` runs once a round, a second
@@ -842,7 +851,7 @@ def test_router_profile_two_replicas(stack, tmp_path):
         for t in threads:
             t.join(300)
         kinds = sorted(o[0] for o in streams)
-        assert all(s == 200 for s in statuses), statuses
+        assert all(s == 200 for s in statuses), (statuses, router_view(stack))
         cut = kinds.count("cut") + kinds.count("error")
         assert 0 < cut < 8 and kinds.count("done") == 8 - cut, streams  # only vllm-1's streams
         served = replica_count(stack, "vllm-0")

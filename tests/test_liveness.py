@@ -71,6 +71,19 @@ def test_a_busy_engine_is_healthy_however_long_its_probe_would_wait():
 
 
 @pytest.mark.unit
+def test_a_slow_engine_whose_counters_move_while_the_probe_waits_is_no_hang():
+    """Counters still between two looks, the probe unanswered, but the counters moved while it
+    waited (a load that just came, a starved host): healthy, no stall begun (HealthGate would
+    take a loaded replica out, the other replicas would take its load: a cascade)."""
+    slow = Looks(progress=[100.0, 100.0, 140.0], answers=False)  # up, the look, after the probe
+    state = State("start")
+    assert check(slow, state, 60, 0.0)[0]  # up
+    healthy, seen, end = check(slow, state, 60, 10.0)
+    assert (healthy, end, state.stalled_since) == (True, False, None), seen
+    assert slow.probes == 1 and state.progress == 140.0
+
+
+@pytest.mark.unit
 def test_a_hung_engine_is_ended_after_the_window_and_not_before():
     hung = Looks(progress=[100.0], answers=False)  # /health 200, counters still, no answer
     state = State("start")
@@ -106,7 +119,7 @@ def test_an_idle_engine_answers_the_probe_and_a_refused_probe_ends_nothing():
 
 @pytest.mark.unit
 def test_progress_clears_a_stall_and_off_means_health_alone():
-    engine = Looks(progress=[5.0, 5.0, 5.0, 5.0, 9.0, 9.0], answers=False)
+    engine = Looks(progress=[5.0] * 7 + [9.0], answers=False)  # read twice by a stalled look
     state = State("start")
     seen = looks_until(engine, state, timeout=60, until=100)
     assert not any(end for *_, end in seen)  # the counters moved at t=40: the stall is over
