@@ -4,13 +4,13 @@ vLLM's /health answers 200 while its engine is hung (a stopped engine process, a
 #36960), and Docker restarts a container only when it exits. So this check asks the engine for
 progress, not the API server for an answer: between two checks the engine's own counters (tokens
 prefilled and generated, on /metrics) advance whenever it works, however long its queue; when they
-stand still, a one-token completion tells an idle engine (it answers) from a hung one (it does
-not). From the first check that finds it so, vLLM's /health answers 503 (HealthGate, a vLLM
-middleware): the router takes the replica out and the gateway's /health says it. After
-HANG_TIMEOUT seconds with no progress and no answer, the check ends vLLM (SIGKILL of the process
-Docker's init started, compose.yaml `init: true`): the container exits and its `restart:
-unless-stopped` starts it again. Before vLLM has first answered /health (loading, compiling),
-only /health counts.
+stand still, a one-token completion tells an idle engine (it answers) from a hung one (it does not,
+and its counters stay still while the probe waits; a slow one's move). From the first check that
+finds it so, vLLM's /health answers 503 (HealthGate, a vLLM middleware): the router takes the
+replica out and the gateway's /health says it. After HANG_TIMEOUT seconds with no progress and no
+answer, the check ends vLLM (SIGKILL of the process Docker's init started, compose.yaml `init:
+true`): the container exits and its `restart: unless-stopped` starts it again. Before vLLM has
+first answered /health (loading, compiling), only /health counts.
 
     python -m scripts.liveness            # compose.yaml's healthcheck: exit 0 healthy, 1 not
     python -m scripts.liveness --no-end   # Kubernetes' liveness probe (scripts/k8s.py): exit 1
