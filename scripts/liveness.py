@@ -149,7 +149,7 @@ def check(engine: Engine, state: State, timeout: int, now: float) -> tuple[bool,
             state.progress, state.stalled_since = after, None
             said = "answers a one-token completion" if answered else "refused the probe (4xx)"
             return True, f"idle: the engine {said}", False
-        if after is not None and after != (seen if seen is not None else state.progress):
+        if after is not None and after != state.progress:  # seen, when it was read
             # the probe waited, but the engine moved meanwhile: slow (a load that just came, a
             # starved host), not hung; a false alarm here would take a loaded replica out
             state.progress, state.stalled_since = after, None

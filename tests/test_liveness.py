@@ -192,3 +192,14 @@ def test_vllms_health_says_503_while_the_check_finds_the_engine_stalled(vllm_ser
         assert httpx.get(base + "/health", timeout=10).status_code == 200
     finally:
         liveness.STATE.unlink(missing_ok=True)
+
+
+@pytest.mark.unit
+def test_dockers_timeout_leaves_the_check_its_four_reads(tmp_path):
+    """compose.yaml's healthcheck timeout covers /health, /metrics, the probe and /metrics again
+    at their longest: a check that Docker cuts off counts as failed, whatever it saw."""
+    from scripts import k8s
+
+    _, _, wiring = k8s.read({}, tmp_path / "no.env")
+    _, timeout = wiring.healthcheck("vllm")
+    assert timeout >= 3 * liveness.HEALTH_WAIT_S + liveness.PROBE_WAIT_S + 5, timeout
